@@ -1,0 +1,182 @@
+"""The small record types that flow through the pipeline, and pure functions on them.
+
+Beam stays at the edges (see transforms/read.py etc.); everything here is plain Python so
+it can be tested without a pipeline.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any, Dict, Mapping, Optional
+
+# Rejection reasons: the short codes used in rejected/ and in the counters
+# (`rejected:<reason>`).
+INVALID_JSON = "invalid_json"
+NOT_AN_OBJECT = "not_a_json_object"
+MISSING_TEXT_FIELD = "missing_text_field"
+TEXT_NOT_STRING = "text_not_a_string"
+EMPTY_TEXT = "empty_text"
+INVALID_UTF8 = "invalid_utf8"
+TOO_LARGE = "too_large"
+INVALID_ID = "invalid_id"
+INVALID_TFRECORD = "invalid_tfrecord"
+UNREADABLE_FILE = "unreadable_file"
+
+EXCERPT_CHARS = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class Document:
+  """A valid input document. Scores are attached as it flows, so no join is needed."""
+  id: str
+  text: str
+  source: str
+  scores: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  # Extra numeric fields carried from the input record (e.g. a teacher score).
+  fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def with_scores(self, **scores) -> "Document":
+    merged = dict(self.scores)
+    merged.update(scores)
+    return dataclasses.replace(self, scores=merged)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejected:
+  """An input record that could not be used, with the reason."""
+  source: str
+  reason: str
+  excerpt: str
+  detail: str = ""
+
+  def to_json(self) -> str:
+    out = {"source": self.source, "reason": self.reason, "excerpt": self.excerpt}
+    if self.detail:
+      out["detail"] = self.detail
+    return json.dumps(out, ensure_ascii=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class RawRecord:
+  """One record as read from a file, before validation."""
+  source: str          # "path:line" or "path:#record"
+  payload: bytes
+  fmt: str             # jsonl | text | tfrecord
+
+
+def text_id(text: str) -> str:
+  """The id of a document without an id field: a hash of its text."""
+  return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def excerpt(payload: Any, limit: int = EXCERPT_CHARS) -> str:
+  if isinstance(payload, bytes):
+    payload = payload[: limit * 4].decode("utf-8", errors="replace")
+  payload = str(payload)
+  return payload if len(payload) <= limit else payload[:limit] + "..."
+
+
+def _numeric_fields(obj: Mapping[str, Any], names) -> Dict[str, Any]:
+  out = {}
+  for name in names:
+    value = obj.get(name)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      out[name] = float(value)
+  return out
+
+
+def parse_record(raw: RawRecord, text_field: str = "text", id_field: Optional[str] = None,
+                 max_doc_bytes: int = 10 * 1024 * 1024, keep_fields=()):
+  """Turns a raw record into a Document or a Rejected. Never raises on bad input."""
+  if len(raw.payload) > max_doc_bytes:
+    return Rejected(raw.source, TOO_LARGE, excerpt(raw.payload),
+                    f"{len(raw.payload)} bytes > --max_doc_bytes={max_doc_bytes}")
+  if raw.fmt == "tfrecord":
+    return _parse_tfrecord(raw, text_field, id_field, max_doc_bytes, keep_fields)
+  try:
+    decoded = raw.payload.decode("utf-8")
+  except UnicodeDecodeError as e:
+    return Rejected(raw.source, INVALID_UTF8, excerpt(raw.payload), str(e))
+  if raw.fmt == "text":
+    text = decoded.rstrip("\r\n")
+    return _make_document(raw.source, text, None, {}, max_doc_bytes)
+  try:
+    obj = json.loads(decoded)
+  except ValueError as e:
+    return Rejected(raw.source, INVALID_JSON, excerpt(decoded), str(e)[:200])
+  if not isinstance(obj, dict):
+    return Rejected(raw.source, NOT_AN_OBJECT, excerpt(decoded))
+  if text_field not in obj:
+    return Rejected(raw.source, MISSING_TEXT_FIELD, excerpt(decoded),
+                    f"no field {text_field!r} (set --text_field)")
+  text = obj[text_field]
+  if not isinstance(text, str):
+    return Rejected(raw.source, TEXT_NOT_STRING, excerpt(decoded),
+                    f"field {text_field!r} is {type(text).__name__}")
+  doc_id = None
+  if id_field:
+    doc_id = obj.get(id_field)
+    if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or str(doc_id) == "":
+      return Rejected(raw.source, INVALID_ID, excerpt(decoded),
+                      f"field {id_field!r} missing or not a string/integer")
+    doc_id = str(doc_id)
+  return _make_document(raw.source, text, doc_id, _numeric_fields(obj, keep_fields),
+                        max_doc_bytes)
+
+
+def _make_document(source, text, doc_id, fields, max_doc_bytes):
+  if not text.strip():
+    return Rejected(source, EMPTY_TEXT, excerpt(text))
+  if len(text.encode("utf-8")) > max_doc_bytes:
+    return Rejected(source, TOO_LARGE, excerpt(text),
+                    f"text is over --max_doc_bytes={max_doc_bytes}")
+  return Document(id=doc_id if doc_id is not None else text_id(text), text=text,
+                  source=source, fields=fields)
+
+
+def _parse_tfrecord(raw, text_field, id_field, max_doc_bytes, keep_fields):
+  import tensorflow as tf  # Imported lazily: only tfrecord inputs need it.
+  try:
+    example = tf.train.Example.FromString(raw.payload)
+  except Exception as e:  # protobuf raises DecodeError, a plain Exception subclass.
+    return Rejected(raw.source, INVALID_TFRECORD, excerpt(raw.payload), str(e)[:200])
+  feats = example.features.feature
+  if text_field not in feats:
+    return Rejected(raw.source, MISSING_TEXT_FIELD, excerpt(raw.payload),
+                    f"no feature {text_field!r} (set --text_field)")
+  values = feats[text_field].bytes_list.value
+  if len(values) != 1:
+    return Rejected(raw.source, TEXT_NOT_STRING, excerpt(raw.payload),
+                    f"feature {text_field!r} must hold exactly one bytes value")
+  try:
+    text = values[0].decode("utf-8")
+  except UnicodeDecodeError as e:
+    return Rejected(raw.source, INVALID_UTF8, excerpt(values[0]), str(e))
+  doc_id = None
+  if id_field:
+    f = feats.get(id_field)
+    if f is not None and f.bytes_list.value:
+      doc_id = f.bytes_list.value[0].decode("utf-8", errors="replace")
+    elif f is not None and f.int64_list.value:
+      doc_id = str(f.int64_list.value[0])
+    if not doc_id:
+      return Rejected(raw.source, INVALID_ID, excerpt(raw.payload),
+                      f"feature {id_field!r} missing or empty")
+  fields = {}
+  for name in keep_fields:
+    f = feats.get(name)
+    if f is not None and f.float_list.value:
+      fields[name] = float(f.float_list.value[0])
+    elif f is not None and f.int64_list.value:
+      fields[name] = float(f.int64_list.value[0])
+  return _make_document(raw.source, text, doc_id, fields, max_doc_bytes)
+
+
+def score_row(doc: Document, selected: bool, rank: Optional[int]) -> str:
+  """One line of scores/: the id, every score, and the selection outcome."""
+  row = {"id": doc.id}
+  row.update(doc.scores)
+  row["selected"] = selected
+  row["rank"] = rank
+  return json.dumps(row, ensure_ascii=False)
