@@ -1,0 +1,341 @@
+"""Select LLM pre-training data: score every document, keep the best, write ranked TFRecords.
+
+    python -m beam_pipelines.select_data --input=GLOB --output=DIR [options] [Beam options]
+
+Run with --help for every option. Anything not listed there is passed to Beam
+(--runner, --direct_num_workers, --temp_location, --project, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import List, Optional
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import apache_beam as beam  # noqa: E402  (after the TF logging setting)
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from models import loading
+from models.ask_llm import AskLLMConfig, resolve_device
+from models.prompts import PROMPTS, resolve_prompt
+from transforms import read as read_lib
+from transforms.metrics import NAMESPACE
+from transforms.score import ScoreAskLLM
+from transforms.select import SelectTopK
+from transforms.write import REJECTED_DIR, SCORES_DIR, SELECTED_DIR, WriteOutputs
+
+_LOG = logging.getLogger("select_data")
+
+SAMPLERS = ("ask_llm",)
+# The prompt configuration that measured best for the bundled scorer on the dev set
+# (benchmarks/scorer_quality.py); other scorers default to the paper's prompt.
+BUNDLED_PROMPT = "paper"
+BUNDLED_CHAT_TEMPLATE = "auto"
+BUNDLED_SCORE = "p_yes"
+OUTPUT_NAMES = (SELECTED_DIR, SCORES_DIR, REJECTED_DIR, "metrics.json")
+
+
+class UsageError(ValueError):
+  """A problem with the command line or the environment, reported without a traceback."""
+
+
+def _fraction(value: str) -> float:
+  f = float(value)
+  if not 0.0 < f <= 1.0:
+    raise argparse.ArgumentTypeError("must be in (0, 1]")
+  return f
+
+
+def _positive_int(value: str) -> int:
+  i = int(value)
+  if i < 1:
+    raise argparse.ArgumentTypeError("must be a positive integer")
+  return i
+
+
+def _csv(value: str):
+  return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+      prog="python -m beam_pipelines.select_data",
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+      allow_abbrev=False)
+  io = p.add_argument_group("input and output")
+  io.add_argument("--input", required=True,
+                  help="File, glob, or comma-separated list; local or gs://; .gz is read "
+                       "transparently.")
+  io.add_argument("--output", required=True,
+                  help="Output directory (local or gs://): selected/, scores/, rejected/, "
+                       "metrics.json.")
+  io.add_argument("--input_format", default="auto", choices=read_lib.FORMATS,
+                  help="auto picks by extension (.jsonl/.json, .txt, .tfrecord, optionally "
+                       ".gz); text = one document per line; tfrecord = tf.train.Example "
+                       "with a bytes feature. Default: auto.")
+  io.add_argument("--text_field", default="text",
+                  help="JSON field or Example feature holding the text. Default: text.")
+  io.add_argument("--id_field", default=None,
+                  help="Field holding the document id; without it the id is a hash of the "
+                       "text.")
+  io.add_argument("--max_doc_bytes", type=_positive_int, default=10 * 1024 * 1024,
+                  help="Longer documents are rejected as too_large; shorter ones are kept "
+                       "whole (truncated only for scoring). Default: 10485760.")
+  io.add_argument("--overwrite", action="store_true",
+                  help="Replace the outputs of an earlier run in --output (otherwise a "
+                       "non-empty --output is refused).")
+
+  sel = p.add_argument_group("selection")
+  sel.add_argument("--sampler", default="ask_llm", choices=SAMPLERS,
+                   help="ask_llm: top-k by Ask-LLM score. Default: ask_llm.")
+  how_many = sel.add_mutually_exclusive_group()
+  how_many.add_argument("--keep_fraction", type=_fraction, default=None,
+                        help="Select floor(N * F) documents (at least 1). Default: 0.2.")
+  how_many.add_argument("--keep_count", type=_positive_int, default=None,
+                        help="Select exactly this many documents (all if fewer).")
+  sel.add_argument("--num_rank_partitions", type=_positive_int, default=1000,
+                   help="Key ranges for exact distributed top-k; each becomes one ranked "
+                        "file. Choose about N / 100,000 for large inputs. Default: 1000.")
+  sel.add_argument("--docs_per_file", type=_positive_int, default=50_000,
+                   help="Ranked TFRecord files hold at least this many documents (the last "
+                        "may hold fewer). Default: 50000.")
+  sel.add_argument("--seed", type=int, default=0, help="Seed for hashing. Default: 0.")
+
+  sc = p.add_argument_group("Ask-LLM scorer")
+  sc.add_argument("--scorer_model", default=loading.DEFAULT,
+                  help="default (bundled SmolLM2-135M-Instruct GGUF), a local directory or "
+                       ".gguf file, a gs:// directory, or a Hugging Face Hub id (needs "
+                       "network). Causal (chat) and encoder-decoder (Flan-T5) models work.")
+  sc.add_argument("--prompt", default="auto",
+                  help="auto (the best measured prompt for the bundled model, else paper), "
+                       f"a name ({', '.join(sorted(PROMPTS))}), or @FILE with a template "
+                       "containing {text}. Default: auto.")
+  sc.add_argument("--chat_template", default="auto", choices=("auto", "on", "off"),
+                  help="Wrap the prompt in the tokenizer's chat template (decoder-only "
+                       "models). Default: auto (on when the tokenizer has one).")
+  sc.add_argument("--yes_tokens", type=_csv, default=("yes", "Yes"),
+                  help="Comma-separated words whose tokens sum to P(yes). Default: yes,Yes.")
+  sc.add_argument("--no_tokens", type=_csv, default=("no", "No"),
+                  help="Comma-separated words whose tokens sum to P(no). Default: no,No.")
+  sc.add_argument("--ask_llm_score", default="auto", choices=("auto", "p_yes", "normalized"),
+                  help="Score to rank by: P(yes), or P(yes)/(P(yes)+P(no)). Default: auto.")
+  sc.add_argument("--max_tokens", type=_positive_int, default=512,
+                  help="Token budget of the whole prompt; the document is truncated inside "
+                       "the ### delimiters so the question is never cut. Default: 512.")
+  sc.add_argument("--batch_tokens", type=_positive_int, default=8192,
+                  help="Token budget of one inference batch (length-sorted). Default: 8192.")
+  sc.add_argument("--max_batch_size", type=_positive_int, default=64,
+                  help="At most this many documents per batch. Default: 64.")
+  sc.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                  help="auto uses CUDA when present. Default: auto.")
+  sc.add_argument("--large_model", action="store_true",
+                  help="Load one model per worker VM shared by its SDK processes (use on "
+                       "GPU workers).")
+  sc.add_argument("--model_copies", type=_positive_int, default=None,
+                  help="Load exactly this many model copies per worker VM.")
+  sc.add_argument("--allow_pickle_weights", action="store_true",
+                  help="Allow pickle checkpoints (.bin/.pt); they can run code when loaded.")
+  sc.add_argument("--trust_remote_code", action="store_true",
+                  help="Allow model repositories to run their own Python code.")
+  return p
+
+
+def parse_args(argv: Optional[List[str]] = None):
+  """Returns (our options, Beam PipelineOptions from the remaining arguments)."""
+  parser = build_parser()
+  args, beam_args = parser.parse_known_args(argv)
+  if args.keep_fraction is None and args.keep_count is None:
+    args.keep_fraction = 0.2
+  unknown = _unknown_beam_args(beam_args)
+  if unknown:
+    parser.error(f"unknown option(s): {' '.join(unknown)} (neither this job's nor Beam's)")
+  options = PipelineOptions(beam_args)
+  if options.view_as(StandardOptions).runner is None:
+    # The DirectRunner first tries to download the Prism runner binary; the FnApiRunner
+    # (what the DirectRunner uses for batch anyway) runs locally with no download.
+    options.view_as(StandardOptions).runner = "FnApiRunner"
+  return args, options
+
+
+def _unknown_beam_args(beam_args: List[str]) -> List[str]:
+  """Arguments that no Beam options class knows: a typo would otherwise be dropped."""
+  from apache_beam.options.pipeline_options import _BeamArgumentParser
+  parser = _BeamArgumentParser(allow_abbrev=False)
+  seen = {}
+  for cls in PipelineOptions.__subclasses__():
+    seen.setdefault(str(cls), cls)
+  for cls in seen.values():
+    cls._add_argparse_args(parser)  # pylint: disable=protected-access
+  _, unknown = parser.parse_known_args(beam_args)
+  return [a for a in unknown if a.startswith("-")]
+
+
+def ask_llm_config(args) -> AskLLMConfig:
+  bundled = args.scorer_model == loading.DEFAULT
+  prompt = args.prompt if args.prompt != "auto" else (BUNDLED_PROMPT if bundled else "paper")
+  chat = args.chat_template
+  if chat == "auto" and bundled:
+    chat = BUNDLED_CHAT_TEMPLATE
+  score = args.ask_llm_score
+  if score == "auto":
+    score = BUNDLED_SCORE if bundled else "p_yes"
+  return AskLLMConfig(
+      model=args.scorer_model, prompt=resolve_prompt(prompt), max_tokens=args.max_tokens,
+      yes_tokens=tuple(args.yes_tokens), no_tokens=tuple(args.no_tokens),
+      chat_template=chat, score=score, device=args.device,
+      allow_pickle_weights=args.allow_pickle_weights,
+      trust_remote_code=args.trust_remote_code)
+
+
+def _existing_outputs(output: str) -> List[str]:
+  try:
+    found = FileSystems.match([FileSystems.join(output, "**")])[0].metadata_list
+  except Exception:  # A missing local directory raises on some filesystems.
+    return []
+  return [m.path for m in found]
+
+
+def prepare_output(output: str, overwrite: bool) -> None:
+  """Refuses a non-empty output directory unless --overwrite; then removes only our
+  own earlier outputs, so stale shards never mix with new ones."""
+  existing = _existing_outputs(output)
+  if existing and not overwrite:
+    raise UsageError(
+        f"--output {output} is not empty ({len(existing)} files, e.g. {existing[0]}). "
+        "Choose a new directory or pass --overwrite to replace earlier outputs.")
+  ours = [p for p in existing
+          if p[len(output.rstrip('/')) + 1:].split("/", 1)[0] in OUTPUT_NAMES]
+  if ours:
+    FileSystems.delete(ours)
+
+
+def _is_local_runner(options: PipelineOptions) -> bool:
+  runner = options.view_as(StandardOptions).runner
+  return runner is None or "Direct" in str(runner) or "FnApi" in str(runner)
+
+
+def build_pipeline(p: beam.Pipeline, args) -> None:
+  """Adds the whole job to `p`: read -> validate -> score -> select -> rank -> write."""
+  patterns = read_lib.split_patterns(args.input)
+  read = p | "ReadDocuments" >> read_lib.ReadDocuments(
+      patterns, input_format=args.input_format, text_field=args.text_field,
+      id_field=args.id_field, max_doc_bytes=args.max_doc_bytes)
+  docs = read["documents"]
+  total = beam.pvalue.AsSingleton(docs | "CountValid" >> beam.combiners.Count.Globally())
+  scored = docs | "ScoreAskLLM" >> ScoreAskLLM(
+      ask_llm_config(args), batch_tokens=args.batch_tokens,
+      max_batch_size=args.max_batch_size, large_model=args.large_model,
+      model_copies=args.model_copies, total=total)
+  selection = scored | "SelectTopK" >> SelectTopK(
+      key_fn=ask_llm_key, keep_fraction=args.keep_fraction, keep_count=args.keep_count,
+      num_partitions=args.num_rank_partitions, docs_per_file=args.docs_per_file)
+  {"ranked": selection["ranked"], "not_selected": selection["not_selected"],
+   "rejected": read["rejected"]} | "WriteOutputs" >> WriteOutputs(args.output)
+
+
+def ask_llm_key(doc):
+  """Best first: highest score, then smallest id, then source (unique per record)."""
+  return (-doc.scores["ask_llm_score"], doc.id, doc.source)
+
+
+def collect_metrics(result, args, config: AskLLMConfig, wall_s: float) -> dict:
+  """metrics.json: counts from the runner's counters, options, model, stage times."""
+  query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+  counts, clocks = {}, {}
+  for c in query["counters"]:
+    counts[c.key.metric.name] = counts.get(c.key.metric.name, 0) + _value(c)
+  for d in query["distributions"]:
+    v = _value(d)
+    if v is not None and v.count:
+      name = d.key.metric.name.split(":", 1)[1]
+      lo, hi = clocks.get(name, (v.min, v.max))
+      clocks[name] = (min(lo, v.min), max(hi, v.max))
+  rejected = {k.split(":", 1)[1]: v for k, v in sorted(counts.items())
+              if k.startswith("rejected:")}
+  summary = {
+      "read": counts.get("read", 0), "valid": counts.get("valid", 0),
+      "rejected": sum(rejected.values()), "rejected_by_reason": rejected,
+      "scored": counts.get("scored", 0), "selected": counts.get("selected", 0),
+  }
+  summary["accounted"] = summary["read"] == summary["valid"] + summary["rejected"]
+  return {
+      "counts": summary,
+      "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()},
+      "models": {"scorer": _model_name(config.model, "scorer")},
+      "ask_llm": {"prompt": config.prompt, "chat_template": config.chat_template,
+                  "score": config.score, "yes_tokens": list(config.yes_tokens),
+                  "no_tokens": list(config.no_tokens)},
+      "stage_wall_time_s": {k: round((hi - lo) / 1000.0, 3) for k, (lo, hi) in clocks.items()},
+      "wall_time_s": round(wall_s, 3),
+  }
+
+
+def _value(metric_result):
+  # Committed values where the runner supports them, else attempted.
+  try:
+    v = metric_result.committed
+  except Exception:
+    v = None
+  return v if v is not None else metric_result.attempted
+
+
+def _model_name(spec: str, kind: str) -> str:
+  if spec == loading.DEFAULT:
+    return loading.BUNDLED_SCORER_NAME if kind == "scorer" else loading.BUNDLED_EMBEDDING_NAME
+  return spec
+
+
+def write_json(path: str, obj) -> None:
+  with FileSystems.create(path) as f:
+    f.write(json.dumps(obj, indent=2, sort_keys=True).encode("utf-8"))
+
+
+def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline] = None):
+  """Parses options, checks them, builds and runs the job; returns metrics.json's dict."""
+  args, options = parse_args(argv)
+  try:
+    patterns = read_lib.split_patterns(args.input)
+    read_lib.check_inputs(patterns, args.input_format)
+    config = ask_llm_config(args)
+    if _is_local_runner(options):
+      resolve_device(args.device)  # Fail fast: a local run uses this machine's devices.
+      # Resolving the model finds a missing bundled package or path before the run.
+      loading.resolve_model(config.model, "scorer", config.allow_pickle_weights)
+    prepare_output(args.output, args.overwrite)
+  except (UsageError, read_lib.InputError, loading.ModelNotFoundError, ValueError,
+          RuntimeError) as e:
+    raise UsageError(str(e)) from e
+  start = time.time()
+  p = test_pipeline or beam.Pipeline(options=options)
+  build_pipeline(p, args)
+  result = p.run()
+  result.wait_until_finish()
+  metrics = collect_metrics(result, args, config, time.time() - start)
+  write_json(FileSystems.join(args.output, "metrics.json"), metrics)
+  c = metrics["counts"]
+  _LOG.info("Done in %.1f s: read %d, valid %d, rejected %d, selected %d. Outputs in %s",
+            metrics["wall_time_s"], c["read"], c["valid"], c["rejected"], c["selected"],
+            args.output)
+  return metrics
+
+
+def main(argv=None):
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  # Beam's type-hint notices and TensorFlow's start-up banner drown the progress lines.
+  logging.getLogger("apache_beam").setLevel(logging.WARNING)
+  try:
+    run(argv)
+  except UsageError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  main()

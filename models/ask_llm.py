@@ -1,0 +1,276 @@
+"""The Ask-LLM scorer: P("yes") of an instruction-tuned LLM asked whether a document is
+informative, and the RunInference ModelHandler that applies it.
+
+One forward pass per document, no generation: the score is the softmax over the
+vocabulary at the first answer position, summed over the tokens that spell "yes".
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+from apache_beam.ml.inference.base import ModelHandler
+
+from models import loading
+from models.prompts import resolve_prompt, split_template, strip_delimiters
+from transforms.records import Document
+
+_LOG = logging.getLogger(__name__)
+
+# A token covers rarely more than this many characters; cutting the text at
+# budget * this before tokenising keeps a 10 MB document from being tokenised whole,
+# without changing its first `budget` tokens.
+_MAX_CHARS_PER_TOKEN = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class AskLLMConfig:
+  """Everything needed to build the scorer on a worker (small and picklable)."""
+  model: str = loading.DEFAULT
+  prompt: str = "paper"                 # a template with {text}, or a name / @FILE
+  max_tokens: int = 512                 # budget for the whole prompt, document truncated
+  yes_tokens: Tuple[str, ...] = ("yes", "Yes")
+  no_tokens: Tuple[str, ...] = ("no", "No")
+  chat_template: str = "auto"           # auto | on | off (auto: on when the tokenizer has one)
+  score: str = "p_yes"                  # p_yes | normalized: P(yes)/(P(yes)+P(no))
+  device: str = "auto"                  # auto | cpu | cuda
+  padding_side: str = "left"            # left (position_ids) | right (gather last token)
+  allow_pickle_weights: bool = False
+  trust_remote_code: bool = False
+
+  def template(self) -> str:
+    return self.prompt if "{text}" in self.prompt else resolve_prompt(self.prompt)
+
+
+def resolve_device(device: str) -> str:
+  import torch
+  if device == "auto":
+    return "cuda" if torch.cuda.is_available() else "cpu"
+  if device == "cuda" and not torch.cuda.is_available():
+    raise RuntimeError(
+        "--device=cuda was requested but CUDA is not usable on this machine "
+        f"(torch {torch.__version__}, torch.cuda.is_available() is False). On Dataflow, "
+        "attach a GPU with --dataflow_service_options=\"worker_accelerator=type:nvidia-l4;"
+        "count:1;install-nvidia-driver\" and use an image with a CUDA build of torch; "
+        "locally, use --device=cpu or --device=auto.")
+  if device not in ("cpu", "cuda"):
+    raise ValueError(f"--device must be auto, cpu or cuda, not {device!r}")
+  return device
+
+
+def model_dtype(device: str):
+  import torch
+  if device == "cuda":
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+  return torch.float32
+
+
+def single_token_ids(tokenizer, words: Iterable[str]) -> List[int]:
+  """Token ids that spell each word by themselves, with and without a leading space."""
+  ids = set()
+  for w in words:
+    for variant in (w, " " + w):
+      enc = tokenizer.encode(variant, add_special_tokens=False)
+      # SentencePiece may give ["▁", "yes"]: the word piece alone is what the model emits.
+      if len(enc) == 2 and tokenizer.convert_ids_to_tokens(enc[0]) in ("▁", "Ġ"):
+        enc = enc[1:]
+      if len(enc) == 1:
+        ids.add(enc[0])
+  if not ids:
+    raise ValueError(f"none of {list(words)} is a single token for this tokenizer; "
+                     "choose other --yes_tokens/--no_tokens")
+  return sorted(ids)
+
+
+class AskLLMScorer:
+  """A loaded model + tokenizer that turns document texts into (P(yes), P(no)).
+
+  A plain class (not a tuple) so that RunInference can hold a weak reference to it, with
+  a `score` method so it also works when the model lives in another process
+  (large_model / model_copies).
+  """
+
+  def __init__(self, model, tokenizer, config: AskLLMConfig, device: str):
+    import torch
+    self.model = model
+    self.tokenizer = tokenizer
+    self.config = config
+    self.device = device
+    self.is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+    use_chat = config.chat_template
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if use_chat == "on" and not has_template:
+      raise ValueError("--chat_template=on but the scorer's tokenizer has no chat template")
+    self.uses_chat_template = (not self.is_encoder_decoder and has_template
+                               and use_chat in ("auto", "on"))
+    self.head_ids, self.tail_ids = self._frame_ids(config.template())
+    self.doc_budget = config.max_tokens - len(self.head_ids) - len(self.tail_ids)
+    if self.doc_budget < 16:
+      raise ValueError(
+          f"--max_tokens={config.max_tokens} leaves {self.doc_budget} tokens for the document "
+          f"after the prompt's {len(self.head_ids) + len(self.tail_ids)} tokens; raise it")
+    self.yes_ids = torch.tensor(single_token_ids(tokenizer, config.yes_tokens))
+    self.no_ids = torch.tensor(single_token_ids(tokenizer, config.no_tokens))
+    pad = tokenizer.pad_token_id
+    if pad is None:
+      pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    self.pad_id = int(pad)
+    if self.is_encoder_decoder:
+      start = model.config.decoder_start_token_id
+      self.decoder_start_id = int(start if start is not None else self.pad_id)
+
+  # -- prompt construction ------------------------------------------------------------
+  def _frame_ids(self, template: str):
+    """Token ids of the prompt before and after the document.
+
+    The document is tokenised on its own and truncated between them, so the question is
+    never cut off however long the document is.
+    """
+    tok = self.tokenizer
+    placeholder = "\u0000DOCUMENT\u0000"
+    filled = template.replace("{text}", placeholder)
+    if self.uses_chat_template:
+      rendered = tok.apply_chat_template([{"role": "user", "content": filled}],
+                                         add_generation_prompt=True, tokenize=False)
+      head, tail = rendered.split(placeholder)
+      # The rendered template already holds every special token it needs.
+      return (tok.encode(head, add_special_tokens=False),
+              tok.encode(tail, add_special_tokens=False))
+    head, tail = filled.split(placeholder)
+    # Learn which special tokens the tokenizer adds around a text (BOS for Llama, EOS
+    # for T5) and put them around the whole prompt.
+    probe = tok.encode("a", add_special_tokens=True)
+    bare = tok.encode("a", add_special_tokens=False)
+    start = probe.index(bare[0]) if bare and bare[0] in probe else 0
+    prefix, suffix = probe[:start], probe[start + len(bare):]
+    return (prefix + tok.encode(head, add_special_tokens=False),
+            tok.encode(tail, add_special_tokens=False) + suffix)
+
+  def encode(self, text: str) -> List[int]:
+    """The full prompt's token ids for one document."""
+    clean = strip_delimiters(text)[: self.doc_budget * _MAX_CHARS_PER_TOKEN]
+    # split_special_tokens: a document containing "<|im_end|>" is text, not a control token.
+    doc_ids = self.tokenizer(clean, add_special_tokens=False, split_special_tokens=True,
+                             return_attention_mask=False)["input_ids"][: self.doc_budget]
+    return self.head_ids + doc_ids + self.tail_ids
+
+  # -- scoring --------------------------------------------------------------------------
+  def score_ids(self, batch: Sequence[List[int]]) -> np.ndarray:
+    """Returns [B, 2] float64 (P(yes), P(no)) for already-encoded prompts."""
+    import torch
+    if not batch:
+      return np.zeros((0, 2))
+    lengths = [len(ids) for ids in batch]
+    width = max(lengths)
+    n = len(batch)
+    input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    left = self.config.padding_side == "left" and not self.is_encoder_decoder
+    for i, ids in enumerate(batch):
+      if left:
+        input_ids[i, width - len(ids):] = torch.tensor(ids)
+        mask[i, width - len(ids):] = 1
+      else:
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        mask[i, : len(ids)] = 1
+    input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+    with torch.inference_mode():
+      if self.is_encoder_decoder:
+        dec = torch.full((n, 1), self.decoder_start_id, dtype=torch.long, device=self.device)
+        logits = self.model(input_ids=input_ids, attention_mask=mask,
+                            decoder_input_ids=dec).logits[:, 0, :]
+      elif left:
+        # Left padding shifts real tokens right: explicit position ids keep every
+        # document's positions (and so its score) the same as when scored alone.
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(input_ids=input_ids, attention_mask=mask,
+                            position_ids=position_ids, logits_to_keep=1).logits[:, -1, :]
+      else:
+        last = torch.tensor(lengths, device=self.device) - 1
+        out = self.model(input_ids=input_ids, attention_mask=mask).logits
+        logits = out[torch.arange(n, device=self.device), last]
+      logp = torch.log_softmax(logits.float(), dim=-1)
+      p_yes = torch.logsumexp(logp[:, self.yes_ids.to(self.device)], dim=-1).exp()
+      p_no = torch.logsumexp(logp[:, self.no_ids.to(self.device)], dim=-1).exp()
+    return torch.stack([p_yes, p_no], dim=-1).double().cpu().numpy()
+
+  def score(self, texts: Sequence[str]) -> np.ndarray:
+    """(P(yes), P(no)) for each text; batched internally by the caller's batch."""
+    return self.score_ids([self.encode(t) for t in texts])
+
+  def score_documents(self, docs: Sequence[Document]) -> List[Document]:
+    probs = self.score([d.text for d in docs])
+    return [d.with_scores(**scores_from_probs(p_yes, p_no, self.config.score))
+            for d, (p_yes, p_no) in zip(docs, probs)]
+
+
+def scores_from_probs(p_yes: float, p_no: float, mode: str) -> Dict[str, float]:
+  normalized = p_yes / (p_yes + p_no) if (p_yes + p_no) > 0 else 0.5
+  main = normalized if mode == "normalized" else p_yes
+  return {"ask_llm_score": float(main), "p_yes": float(p_yes), "p_no": float(p_no)}
+
+
+def load_tokenizer(resolved: loading.ResolvedModel, trust_remote_code: bool = False):
+  from transformers import AutoTokenizer
+  try:
+    return AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code,
+                                         **resolved.from_pretrained_kwargs())
+  except OSError as e:
+    if resolved.is_hub:
+      raise loading.hub_error(resolved.spec, e) from e
+    raise
+
+
+def load_scorer(config: AskLLMConfig) -> AskLLMScorer:
+  """Loads the scorer model once (called by the ModelHandler on each worker process)."""
+  import torch
+  from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+  device = resolve_device(config.device)
+  resolved = loading.resolve_model(config.model, "scorer", config.allow_pickle_weights)
+  kwargs = resolved.from_pretrained_kwargs()
+  kwargs["trust_remote_code"] = config.trust_remote_code
+  try:
+    tokenizer = load_tokenizer(resolved, config.trust_remote_code)
+    model_config = AutoConfig.from_pretrained(resolved.path, **kwargs)
+    cls = AutoModelForSeq2SeqLM if model_config.is_encoder_decoder else AutoModelForCausalLM
+    if not resolved.gguf_file and not config.allow_pickle_weights:
+      kwargs["use_safetensors"] = True
+    model = cls.from_pretrained(resolved.path, dtype=model_dtype(device), **kwargs)
+  except OSError as e:
+    if resolved.is_hub:
+      raise loading.hub_error(resolved.spec, e) from e
+    raise
+  model.to(device).eval()
+  _LOG.info("Loaded Ask-LLM scorer %s on %s (%s)", resolved.name, device, model.dtype)
+  scorer = AskLLMScorer(model, tokenizer, config, device)
+  scorer.model_name = resolved.name
+  return scorer
+
+
+class AskLLMModelHandler(ModelHandler[Document, Document, AskLLMScorer]):
+  """RunInference handler: Documents in, the same Documents with Ask-LLM scores out.
+
+  Batching is done upstream by `beam.SortAndBatchElements` (length-sorted, token budget),
+  so use it as `RunInference(handler.with_no_batching())`.
+  """
+
+  def __init__(self, config: AskLLMConfig, large_model: bool = False,
+               model_copies: Optional[int] = None):
+    super().__init__(large_model=large_model, model_copies=model_copies)
+    self._config = config
+
+  def load_model(self) -> AskLLMScorer:
+    return load_scorer(self._config)
+
+  def run_inference(self, batch: Sequence[Document], model: AskLLMScorer,
+                    inference_args: Optional[Dict[str, Any]] = None) -> Iterable[Document]:
+    return model.score_documents(batch)
+
+  def get_num_bytes(self, batch: Sequence[Document]) -> int:
+    return sum(len(d.text) for d in batch)
+
+  def get_metrics_namespace(self) -> str:
+    return "ask_llm"

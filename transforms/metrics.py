@@ -1,0 +1,81 @@
+"""Counters, stage clocks and progress logging, shared by the transforms.
+
+Counts go to Beam metrics (namespace `select_data`, names like `rejected:invalid_json`),
+which every runner reports; the launcher turns them into metrics.json after the run.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import apache_beam as beam
+
+NAMESPACE = "select_data"
+_LOG = logging.getLogger(__name__)
+
+
+def counter(name: str):
+  return beam.metrics.Metrics.counter(NAMESPACE, name)
+
+
+def stage_clock(stage: str) -> None:
+  """Records 'now' for a stage; the min and max over all calls give its wall time."""
+  beam.metrics.Metrics.distribution(NAMESPACE, f"clock_ms:{stage}").update(
+      int(time.time() * 1000))
+
+
+class _Progress:
+  """Per-process progress of one stage, logged at most every `interval` seconds."""
+
+  def __init__(self):
+    self.lock = threading.Lock()
+    self.done = 0
+    self.start = None
+    self.last_log = 0.0
+
+
+_PROGRESS = {}
+_PROGRESS_LOCK = threading.Lock()
+
+
+def progress_line(stage: str, done: int, total: int, elapsed: float) -> str:
+  rate = done / elapsed if elapsed > 0 else 0.0
+  if total and rate > 0:
+    left = max(total - done, 0) / rate
+    return (f"{stage}: {done}/{total} documents ({100.0 * done / total:.1f}%), "
+            f"{rate:.1f} docs/s, about {left / 60:.1f} min left")
+  return f"{stage}: {done} documents, {rate:.1f} docs/s"
+
+
+class LogProgress(beam.DoFn):
+  """Counts documents past a stage and logs progress (done, docs/s, time left).
+
+  `total` (a side input, the number of valid documents) makes the time estimate; with
+  several worker processes each logs its own share against the whole total, so the
+  estimate is conservative.
+  """
+
+  def __init__(self, stage: str, interval_s: float = 30.0):
+    self._stage = stage
+    self._interval = interval_s
+
+  def setup(self):
+    with _PROGRESS_LOCK:
+      self._state = _PROGRESS.setdefault(self._stage, _Progress())
+    self._counter = counter(self._stage)
+
+  def process(self, element, total=0):
+    stage_clock(self._stage)
+    self._counter.inc()
+    s = self._state
+    now = time.time()
+    with s.lock:
+      if s.start is None:
+        s.start = now
+        s.last_log = now
+      s.done += 1
+      if now - s.last_log >= self._interval:
+        s.last_log = now
+        _LOG.info(progress_line(self._stage, s.done, total, now - s.start))
+    yield element
