@@ -6,8 +6,11 @@ many shards, which spread over workers after the Reshuffle.
 """
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
 import logging
-import time
+import lzma
 from typing import Iterable, List, Optional, Sequence
 
 import apache_beam as beam
@@ -28,7 +31,7 @@ _EXTENSIONS = {
     ".txt": "text", ".text": "text",
     ".tfrecord": "tfrecord", ".tfrecords": "tfrecord",
 }
-_COMPRESSED = (".gz", ".bz2", ".deflate", ".zst", ".zstd", ".lzma", ".xz")
+_COMPRESSED = (".gz", ".bz2", ".zst", ".zstd", ".lzma", ".xz")
 
 
 class InputError(ValueError):
@@ -73,6 +76,26 @@ def check_inputs(patterns: Sequence[str], input_format: str) -> int:
   return total
 
 
+def open_decompressed(path: str):
+  """Opens a file through Beam's FileSystems, decompressing by extension.
+
+  Python's own decompressors are used (not Beam's CompressedFile) because they support
+  readline(limit), which bounds the memory an over-long line can take.
+  """
+  raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+  name = path.lower()
+  if name.endswith(".gz"):
+    return gzip.GzipFile(fileobj=raw)
+  if name.endswith(".bz2"):
+    return bz2.BZ2File(raw)
+  if name.endswith((".xz", ".lzma")):
+    return lzma.LZMAFile(raw)
+  if name.endswith((".zst", ".zstd")):
+    import zstandard
+    return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw))
+  return raw
+
+
 def _read_lines(handle, max_bytes: int):
   """Yields (line_number, bytes) without reading an over-long line into memory."""
   lineno = 0
@@ -104,7 +127,7 @@ class _ReadFileRecords(beam.DoFn):
     fmt = format_of(path, self._format)
     count = 0
     try:
-      with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
+      with open_decompressed(path) as handle:
         if fmt == "tfrecord":
           while True:
             payload = _TFRecordUtil.read_record(handle)

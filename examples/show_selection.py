@@ -1,0 +1,39 @@
+"""Prints what the example run selected, read back from the ranked TFRecords.
+
+    .venv/bin/python examples/show_selection.py out/example
+"""
+import glob
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import tensorflow as tf  # noqa: E402
+
+FEATURES = {
+    "id": tf.io.FixedLenFeature([], tf.string),
+    "text": tf.io.FixedLenFeature([], tf.string),
+    "rank": tf.io.FixedLenFeature([], tf.int64),
+    "ask_llm_score": tf.io.FixedLenFeature([], tf.float32),
+}
+
+
+def main(out_dir: str, corpus: str = "examples/corpus.jsonl") -> None:
+  labels = {}
+  for line in open(corpus):
+    row = json.loads(line)
+    labels[row["id"]] = row.get("label", "?")
+  files = sorted(glob.glob(os.path.join(out_dir, "selected", "*.tfrecord")))
+  ds = tf.data.TFRecordDataset(files).map(lambda r: tf.io.parse_single_example(r, FEATURES))
+  print(f"{'rank':>4}  {'score':>7}  {'label':<12} text")
+  for ex in ds:
+    doc_id = ex["id"].numpy().decode()
+    text = ex["text"].numpy().decode().replace("\n", " ")
+    print(f"{int(ex['rank']):>4}  {float(ex['ask_llm_score']):7.4f}  "
+          f"{labels.get(doc_id, '?'):<12} {text[:70]}")
+  metrics = json.load(open(os.path.join(out_dir, "metrics.json")))
+  print(json.dumps(metrics["counts"]))
+
+
+if __name__ == "__main__":
+  main(*sys.argv[1:])

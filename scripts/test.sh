@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Sets up the environment with the test extra and runs the test suite (offline).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh "[test]"
+HF_HUB_OFFLINE=1 .venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"
