@@ -35,6 +35,8 @@ class Document:
   scores: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   # Extra numeric fields carried from the input record (e.g. a teacher score).
   fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  # The sentence embedding (float32 vector) while density is computed; dropped after.
+  embedding: Any = dataclasses.field(default=None, compare=False, repr=False)
 
   def with_scores(self, **scores) -> "Document":
     merged = dict(self.scores)

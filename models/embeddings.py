@@ -1,0 +1,104 @@
+"""Sentence embeddings for Density sampling: mean pooling over the attention mask,
+L2-normalised, and the RunInference ModelHandler that attaches them to Documents."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Dict, Iterable, Optional, Sequence
+
+import numpy as np
+from apache_beam.ml.inference.base import ModelHandler
+
+from models import loading
+from models.ask_llm import load_tokenizer, model_dtype, resolve_device
+from transforms.records import Document
+
+_LOG = logging.getLogger(__name__)
+_MAX_CHARS_PER_TOKEN = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingConfig:
+  model: str = loading.DEFAULT
+  max_tokens: int = 128
+  device: str = "auto"
+  allow_pickle_weights: bool = False
+  trust_remote_code: bool = False
+
+
+class Embedder:
+  """A loaded encoder + tokenizer: texts -> unit vectors. A class (weak-referenceable,
+  with methods) for RunInference, also across processes."""
+
+  def __init__(self, model, tokenizer, config: EmbeddingConfig, device: str, name: str):
+    self.model = model
+    self.tokenizer = tokenizer
+    self.config = config
+    self.device = device
+    self.name = name
+    self.dim = int(model.config.hidden_size)
+
+  def embed(self, texts: Sequence[str]) -> np.ndarray:
+    import torch
+    if not texts:
+      return np.zeros((0, self.dim), np.float32)
+    limit = self.config.max_tokens * _MAX_CHARS_PER_TOKEN
+    enc = self.tokenizer([t[:limit] for t in texts], padding=True, truncation=True,
+                         max_length=self.config.max_tokens, return_tensors="pt")
+    enc = {k: v.to(self.device) for k, v in enc.items()
+           if k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.inference_mode():
+      hidden = self.model(**enc).last_hidden_state.float()
+      mask = enc["attention_mask"].unsqueeze(-1).float()
+      pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+      pooled = torch.nn.functional.normalize(pooled, dim=-1)
+    return pooled.cpu().numpy().astype(np.float32)
+
+  def embed_documents(self, docs: Sequence[Document]) -> list:
+    vectors = self.embed([d.text for d in docs])
+    return [dataclasses.replace(d, embedding=v) for d, v in zip(docs, vectors)]
+
+
+def load_embedder(config: EmbeddingConfig) -> Embedder:
+  from transformers import AutoModel
+  device = resolve_device(config.device)
+  resolved = loading.resolve_model(config.model, "embedding", config.allow_pickle_weights)
+  kwargs = resolved.from_pretrained_kwargs()
+  if not resolved.gguf_file and not config.allow_pickle_weights:
+    kwargs["use_safetensors"] = True
+  try:
+    tokenizer = load_tokenizer(resolved, config.trust_remote_code)
+    model = AutoModel.from_pretrained(resolved.path, dtype=model_dtype(device),
+                                      trust_remote_code=config.trust_remote_code, **kwargs)
+  except OSError as e:
+    if resolved.is_hub:
+      raise loading.hub_error(resolved.spec, e) from e
+    raise
+  model.to(device).eval()
+  _LOG.info("Loaded embedding model %s on %s", resolved.name, device)
+  return Embedder(model, tokenizer, config, device, resolved.name)
+
+
+class EmbeddingModelHandler(ModelHandler[Document, Document, Embedder]):
+  """RunInference handler: Documents in, the same Documents with `embedding` set.
+
+  Use as `RunInference(handler.with_no_batching())` after `beam.SortAndBatchElements`.
+  """
+
+  def __init__(self, config: EmbeddingConfig, large_model: bool = False,
+               model_copies: Optional[int] = None):
+    super().__init__(large_model=large_model, model_copies=model_copies)
+    self._config = config
+
+  def load_model(self) -> Embedder:
+    return load_embedder(self._config)
+
+  def run_inference(self, batch: Sequence[Document], model: Embedder,
+                    inference_args: Optional[Dict[str, Any]] = None) -> Iterable[Document]:
+    return model.embed_documents(batch)
+
+  def get_num_bytes(self, batch: Sequence[Document]) -> int:
+    return sum(len(d.text) for d in batch)
+
+  def get_metrics_namespace(self) -> str:
+    return "embeddings"

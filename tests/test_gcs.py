@@ -1,0 +1,102 @@
+"""The whole job against a real GCS API served on localhost (gcp-storage-emulator):
+gs:// input, gs:// output and a model stored in the bucket."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.testing.test_pipeline import TestPipeline
+
+from beam_pipelines import select_data
+from tests.test_select_data import GOOD, read_selected
+
+BUCKET = "test-bucket"
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gcs_emulator():
+  port = _free_port()
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1",
+       f"--port={port}", "--in-memory", f"--default-bucket={BUCKET}"],
+      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  old = os.environ.get("STORAGE_EMULATOR_HOST")
+  os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+  deadline = time.time() + 30
+  while True:  # Wait until it accepts connections.
+    try:
+      socket.create_connection(("127.0.0.1", port), timeout=1).close()
+      break
+    except OSError:
+      if time.time() > deadline or proc.poll() is not None:
+        proc.kill()
+        pytest.fail("the GCS emulator did not start")
+      time.sleep(0.2)
+  try:
+    yield f"gs://{BUCKET}"
+  finally:
+    proc.terminate()
+    proc.wait(timeout=10)
+    if old is None:
+      os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+      os.environ["STORAGE_EMULATOR_HOST"] = old
+
+
+def _upload(local_path, uri):
+  with open(local_path, "rb") as src, FileSystems.create(uri) as dst:
+    dst.write(src.read())
+
+
+def test_job_reads_writes_and_loads_model_from_gcs(gcs_emulator, tiny_causal_lm_dir, tmp_path):
+  root = gcs_emulator
+  lines = [json.dumps({"id": f"d{i}", "text": t}) for i, t in enumerate(GOOD)] + ["{bad"]
+  with FileSystems.create(f"{root}/in/docs.jsonl") as f:
+    f.write(("\n".join(lines) + "\n").encode())
+  for name in os.listdir(tiny_causal_lm_dir):
+    _upload(os.path.join(tiny_causal_lm_dir, name), f"{root}/models/tiny/{name}")
+  # A pickle checkpoint next to the safe weights is never copied.
+  with FileSystems.create(f"{root}/models/tiny/pytorch_model.bin") as f:
+    f.write(b"not to be loaded")
+
+  metrics = select_data.run(
+      [f"--input={root}/in/*.jsonl", f"--output={root}/out",
+       f"--scorer_model={root}/models/tiny", "--id_field=id", "--keep_count=5",
+       "--max_tokens=128", "--device=cpu"],
+      test_pipeline=TestPipeline(runner="FnApiRunner"))
+  assert metrics["counts"]["selected"] == 5 and metrics["counts"]["rejected"] == 1
+
+  # Read the outputs back from the emulator.
+  found = sorted(m.path for m in FileSystems.match([f"{root}/out/**"])[0].metadata_list)
+  selected = [p for p in found if "/selected/" in p]
+  local = tmp_path / "copy" / "selected"
+  local.mkdir(parents=True)
+  for p in selected:
+    with FileSystems.open(p) as src:
+      (local / p.rsplit("/", 1)[1]).write_bytes(src.read())
+  ranked = read_selected(str(tmp_path / "copy"))
+  assert [e["rank"] for e in ranked] == list(range(5))
+  scores = []
+  for p in found:
+    if "/scores/" in p:
+      with FileSystems.open(p) as f:
+        scores += [json.loads(l) for l in f.read().decode().splitlines() if l.strip()]
+  assert len(scores) == len(GOOD)
+  with FileSystems.open(f"{root}/out/metrics.json") as f:
+    assert json.loads(f.read())["counts"]["accounted"] is True
+
+  # A second run into the same gs:// output is refused without --overwrite.
+  with pytest.raises(select_data.UsageError, match="--overwrite"):
+    select_data.run([f"--input={root}/in/*.jsonl", f"--output={root}/out",
+                     f"--scorer_model={root}/models/tiny", "--device=cpu"],
+                    test_pipeline=TestPipeline(runner="FnApiRunner"))
