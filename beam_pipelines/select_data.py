@@ -60,6 +60,20 @@ def _positive_int(value: str) -> int:
   return i
 
 
+def _bool(value: str) -> bool:
+  v = value.strip().lower()
+  if v in ("true", "1", "yes"):
+    return True
+  if v in ("false", "0", "no"):
+    return False
+  raise argparse.ArgumentTypeError("must be true or false")
+
+
+# A flag that also takes a value: `--overwrite`, `--overwrite=true`, `--overwrite=false`
+# (Flex Template launchers always pass parameters as --name=value).
+_FLAG = dict(nargs="?", const=True, default=False, type=_bool, metavar="true|false")
+
+
 def _csv(value: str):
   return tuple(v.strip() for v in value.split(",") if v.strip())
 
@@ -88,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
   io.add_argument("--max_doc_bytes", type=_positive_int, default=10 * 1024 * 1024,
                   help="Longer documents are rejected as too_large; shorter ones are kept "
                        "whole (truncated only for scoring). Default: 10485760.")
-  io.add_argument("--overwrite", action="store_true",
+  io.add_argument("--overwrite", **_FLAG,
                   help="Replace the outputs of an earlier run in --output (otherwise a "
                        "non-empty --output is refused).")
 
@@ -135,14 +149,26 @@ def build_parser() -> argparse.ArgumentParser:
                   help="At most this many documents per batch. Default: 64.")
   sc.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                   help="auto uses CUDA when present. Default: auto.")
-  sc.add_argument("--large_model", action="store_true",
+  sc.add_argument("--large_model", **_FLAG,
                   help="Load one model per worker VM shared by its SDK processes (use on "
                        "GPU workers).")
   sc.add_argument("--model_copies", type=_positive_int, default=None,
                   help="Load exactly this many model copies per worker VM.")
-  sc.add_argument("--allow_pickle_weights", action="store_true",
+  est = p.add_argument_group("cost estimate")
+  est.add_argument("--estimate_only", **_FLAG,
+                   help="Read a sample of the input, count prompt tokens with the scorer's "
+                        "tokenizer, print the expected documents, tokens and GPU-hours for "
+                        "the whole input, and exit without running inference.")
+  est.add_argument("--estimate_sample", type=_positive_int, default=1000,
+                   help="Documents read for --estimate_only. Default: 1000.")
+  est.add_argument("--gpu_tokens_per_second", type=float, default=None,
+                   help="Measured scoring throughput of one GPU for --estimate_only "
+                        "(otherwise derived from the model size, an assumption).")
+  est.add_argument("--gpu_price_per_hour", type=float, default=None,
+                   help="Price of one GPU worker hour, for --estimate_only's cost line.")
+  sc.add_argument("--allow_pickle_weights", **_FLAG,
                   help="Allow pickle checkpoints (.bin/.pt); they can run code when loaded.")
-  sc.add_argument("--trust_remote_code", action="store_true",
+  sc.add_argument("--trust_remote_code", **_FLAG,
                   help="Allow model repositories to run their own Python code.")
   return p
 
@@ -300,6 +326,8 @@ def write_json(path: str, obj) -> None:
 def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline] = None):
   """Parses options, checks them, builds and runs the job; returns metrics.json's dict."""
   args, options = parse_args(argv)
+  if args.estimate_only:
+    return run_estimate(args)
   try:
     patterns = read_lib.split_patterns(args.input)
     read_lib.check_inputs(patterns, args.input_format)
@@ -324,6 +352,19 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
             metrics["wall_time_s"], c["read"], c["valid"], c["rejected"], c["selected"],
             args.output)
   return metrics
+
+
+def run_estimate(args) -> dict:
+  """--estimate_only: prints and returns the estimate; writes nothing."""
+  from beam_pipelines.estimate import estimate
+  try:
+    result = estimate(args, ask_llm_config(args), sample_size=args.estimate_sample,
+                      gpu_tokens_per_second=args.gpu_tokens_per_second,
+                      gpu_price_per_hour=args.gpu_price_per_hour)
+  except (read_lib.InputError, loading.ModelNotFoundError, ValueError) as e:
+    raise UsageError(str(e)) from e
+  print(json.dumps(result, indent=2))
+  return result
 
 
 def main(argv=None):

@@ -85,44 +85,25 @@ def single_token_ids(tokenizer, words: Iterable[str]) -> List[int]:
   return sorted(ids)
 
 
-class AskLLMScorer:
-  """A loaded model + tokenizer that turns document texts into (P(yes), P(no)).
+class PromptEncoder:
+  """Builds the prompt's token ids for a document: the frame (prompt, chat template,
+  special tokens) around the document, truncated inside the delimiters."""
 
-  A plain class (not a tuple) so that RunInference can hold a weak reference to it, with
-  a `score` method so it also works when the model lives in another process
-  (large_model / model_copies).
-  """
-
-  def __init__(self, model, tokenizer, config: AskLLMConfig, device: str):
-    import torch
-    self.model = model
+  def __init__(self, tokenizer, config: AskLLMConfig, is_encoder_decoder: bool = False):
     self.tokenizer = tokenizer
     self.config = config
-    self.device = device
-    self.is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
-    use_chat = config.chat_template
     has_template = bool(getattr(tokenizer, "chat_template", None))
-    if use_chat == "on" and not has_template:
+    if config.chat_template == "on" and not has_template:
       raise ValueError("--chat_template=on but the scorer's tokenizer has no chat template")
-    self.uses_chat_template = (not self.is_encoder_decoder and has_template
-                               and use_chat in ("auto", "on"))
+    self.uses_chat_template = (not is_encoder_decoder and has_template
+                               and config.chat_template in ("auto", "on"))
     self.head_ids, self.tail_ids = self._frame_ids(config.template())
     self.doc_budget = config.max_tokens - len(self.head_ids) - len(self.tail_ids)
     if self.doc_budget < 16:
       raise ValueError(
           f"--max_tokens={config.max_tokens} leaves {self.doc_budget} tokens for the document "
           f"after the prompt's {len(self.head_ids) + len(self.tail_ids)} tokens; raise it")
-    self.yes_ids = torch.tensor(single_token_ids(tokenizer, config.yes_tokens))
-    self.no_ids = torch.tensor(single_token_ids(tokenizer, config.no_tokens))
-    pad = tokenizer.pad_token_id
-    if pad is None:
-      pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-    self.pad_id = int(pad)
-    if self.is_encoder_decoder:
-      start = model.config.decoder_start_token_id
-      self.decoder_start_id = int(start if start is not None else self.pad_id)
 
-  # -- prompt construction ------------------------------------------------------------
   def _frame_ids(self, template: str):
     """Token ids of the prompt before and after the document.
 
@@ -156,6 +137,36 @@ class AskLLMScorer:
     doc_ids = self.tokenizer(clean, add_special_tokens=False, split_special_tokens=True,
                              return_attention_mask=False)["input_ids"][: self.doc_budget]
     return self.head_ids + doc_ids + self.tail_ids
+
+
+class AskLLMScorer:
+  """A loaded model + tokenizer that turns document texts into (P(yes), P(no)).
+
+  A plain class (not a tuple) so that RunInference can hold a weak reference to it, with
+  a `score` method so it also works when the model lives in another process
+  (large_model / model_copies).
+  """
+
+  def __init__(self, model, tokenizer, config: AskLLMConfig, device: str):
+    import torch
+    self.model = model
+    self.tokenizer = tokenizer
+    self.config = config
+    self.device = device
+    self.is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+    self.prompt = PromptEncoder(tokenizer, config, self.is_encoder_decoder)
+    self.encode = self.prompt.encode
+    self.uses_chat_template = self.prompt.uses_chat_template
+    self.head_ids, self.tail_ids = self.prompt.head_ids, self.prompt.tail_ids
+    self.yes_ids = torch.tensor(single_token_ids(tokenizer, config.yes_tokens))
+    self.no_ids = torch.tensor(single_token_ids(tokenizer, config.no_tokens))
+    pad = tokenizer.pad_token_id
+    if pad is None:
+      pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    self.pad_id = int(pad)
+    if self.is_encoder_decoder:
+      start = model.config.decoder_start_token_id
+      self.decoder_start_id = int(start if start is not None else self.pad_id)
 
   # -- scoring --------------------------------------------------------------------------
   def score_ids(self, batch: Sequence[List[int]]) -> np.ndarray:

@@ -167,3 +167,23 @@ def test_cli_rejects_typos_and_bad_values(capsys):
     assert e.value.code == 2
   args, options = select_data.parse_args(["--input=a", "--output=b", "--direct_num_workers=2"])
   assert args.keep_fraction == 0.2 and options.get_all_options()["direct_num_workers"] == 2
+
+
+def test_estimate_only_counts_tokens_without_inference(tmp_path, tiny_causal_lm_dir, capsys):
+  os.makedirs(tmp_path / "in")
+  with open(tmp_path / "in" / "x.jsonl", "w") as f:
+    for i in range(30):
+      f.write(json.dumps({"text": GOOD[i % len(GOOD)] + f" copy {i}"}) + "\n")
+    f.write("{bad json\n")
+  result = select_data.run([f"--input={tmp_path}/in/x.jsonl", f"--output={tmp_path}/out",
+                            f"--scorer_model={tiny_causal_lm_dir}", "--estimate_only",
+                            "--estimate_sample=10", "--gpu_tokens_per_second=1000",
+                            "--gpu_price_per_hour=2"])
+  assert result["sample_documents"] == 10
+  assert 25 <= result["estimated_documents"] <= 40  # 30 valid documents of similar size
+  per_doc = result["sample_tokens"] / 10
+  assert result["estimated_tokens"] == pytest.approx(per_doc * result["estimated_documents"], rel=0.01)
+  assert result["estimated_gpu_hours"] == pytest.approx(result["estimated_tokens"] / 1000 / 3600, rel=1e-3)
+  assert result["model_parameters"] > 0
+  assert not os.path.exists(tmp_path / "out")  # nothing written, no pipeline run
+  assert '"estimated_gpu_hours"' in capsys.readouterr().out

@@ -1,0 +1,129 @@
+"""--estimate_only: what a run would cost, from a sample, before any inference.
+
+Reads the first documents of the input, counts their prompt tokens with the scorer's
+tokenizer (the same truncation as scoring), extrapolates to the whole input by bytes, and
+turns tokens into GPU-hours with a throughput that is either given
+(--gpu_tokens_per_second, best: measured on a small run) or derived from the model size.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Dict, Iterator, List, Optional
+
+from apache_beam.io.filesystems import FileSystems
+
+from models import loading
+from models.ask_llm import AskLLMConfig, PromptEncoder, load_tokenizer
+from transforms import read as read_lib
+from transforms import records
+
+# Throughput model when none is given: a forward pass costs ~2 x parameters FLOPs per
+# token. An NVIDIA L4 offers ~121 TFLOP/s dense bf16; batched scoring of long prompts
+# reaches a fraction of that (model FLOPs utilisation). Both are assumptions, printed
+# with the estimate; replace them with a measured rate for real budgets.
+L4_BF16_FLOPS = 121e12
+ASSUMED_MFU = 0.35
+# Measured on this project's 2-core CPU machine (benchmarks/scorer_speed.py).
+CPU_TOKENS_PER_SECOND_135M = 500.0
+
+
+def _sample_documents(patterns: List[str], input_format: str, text_field: str,
+                      limit: int) -> Iterator[tuple]:
+  """Yields (text, path) for the first `limit` valid documents, in file order."""
+  seen = 0
+  for result in FileSystems.match(patterns):
+    for meta in sorted(result.metadata_list, key=lambda m: m.path):
+      fmt = read_lib.format_of(meta.path, input_format)
+      with read_lib.open_decompressed(meta.path) as handle:
+        if fmt == "tfrecord":
+          from apache_beam.io.tfrecordio import _TFRecordUtil
+          payloads = iter(lambda: _TFRecordUtil.read_record(handle), None)
+        else:
+          payloads = (line.rstrip(b"\r\n") for line in handle)
+        for i, payload in enumerate(payloads):
+          doc = records.parse_record(records.RawRecord(f"{meta.path}:{i + 1}", payload, fmt),
+                                     text_field=text_field)
+          if isinstance(doc, records.Document):
+            yield doc.text, len(payload) + 1
+            seen += 1
+            if seen >= limit:
+              return
+
+
+def count_parameters(resolved: loading.ResolvedModel) -> Optional[int]:
+  """Parameter count from the config alone (weights are never loaded)."""
+  try:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    config = AutoConfig.from_pretrained(resolved.path, **resolved.from_pretrained_kwargs())
+    cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    with torch.device("meta"):
+      model = cls.from_config(config)
+    return sum(p.numel() for p in model.parameters())
+  except Exception:  # An unknown architecture: the caller then needs a given rate.
+    return None
+
+
+def estimate(args, config: AskLLMConfig, sample_size: int = 1000,
+             gpu_tokens_per_second: Optional[float] = None,
+             gpu_price_per_hour: Optional[float] = None) -> Dict:
+  patterns = read_lib.split_patterns(args.input)
+  total_bytes = read_lib.check_inputs(patterns, args.input_format)
+  resolved = loading.resolve_model(config.model, "scorer", config.allow_pickle_weights)
+  tokenizer = load_tokenizer(resolved, config.trust_remote_code)
+
+  from transformers import AutoConfig
+  is_enc_dec = bool(getattr(AutoConfig.from_pretrained(
+      resolved.path, **resolved.from_pretrained_kwargs()), "is_encoder_decoder", False))
+  encoder = PromptEncoder(tokenizer, config, is_enc_dec)
+
+  docs = tokens = sample_bytes = 0
+  for text, nbytes in itertools.islice(
+      _sample_documents(patterns, args.input_format, args.text_field, sample_size),
+      sample_size):
+    docs += 1
+    sample_bytes += nbytes
+    tokens += len(encoder.encode(text))
+  if docs == 0:
+    raise ValueError("no valid documents in the input sample")
+  # Compressed inputs are measured in compressed bytes by check_inputs; the ratio of
+  # uncompressed sample bytes would overstate nothing for plain files and understate
+  # compressed ones, so say which.
+  compressed = any(p.lower().endswith(read_lib._COMPRESSED) for p in patterns)
+  est_docs = max(docs, int(round(docs * total_bytes / max(sample_bytes, 1))))
+  est_tokens = int(round(tokens / docs * est_docs))
+  params = count_parameters(resolved)
+  rate_source = "given (--gpu_tokens_per_second)"
+  if gpu_tokens_per_second is None and params:
+    gpu_tokens_per_second = ASSUMED_MFU * L4_BF16_FLOPS / (2.0 * params)
+    rate_source = (f"assumed: one NVIDIA L4 at {ASSUMED_MFU:.0%} of {L4_BF16_FLOPS / 1e12:.0f} "
+                   f"TFLOP/s bf16, 2 x {params / 1e6:.0f}M FLOPs per token")
+  out = {
+      "sample_documents": docs,
+      "sample_tokens": tokens,
+      "mean_prompt_tokens": round(tokens / docs, 1),
+      "input_bytes": total_bytes,
+      "estimated_documents": est_docs,
+      "estimated_tokens": est_tokens,
+      "model": resolved.name,
+      "model_parameters": params,
+      "max_tokens": config.max_tokens,
+      "gpu_tokens_per_second": round(gpu_tokens_per_second, 1) if gpu_tokens_per_second else None,
+      "gpu_rate_source": rate_source if gpu_tokens_per_second else "unknown model size: pass "
+                         "--gpu_tokens_per_second",
+      "estimated_gpu_hours": (_sig(est_tokens / gpu_tokens_per_second / 3600.0)
+                              if gpu_tokens_per_second else None),
+      "note": ("input is compressed: documents are extrapolated from compressed bytes and "
+               "are underestimated by about the compression ratio" if compressed else
+               "documents extrapolated from the sample's bytes per document"),
+  }
+  if gpu_price_per_hour and out["estimated_gpu_hours"] is not None:
+    out["estimated_gpu_cost"] = _sig(out["estimated_gpu_hours"] * gpu_price_per_hour)
+  if params:
+    cpu_rate = CPU_TOKENS_PER_SECOND_135M * 135e6 / params
+    out["cpu_2core_hours_reference"] = _sig(est_tokens / cpu_rate / 3600.0)
+  return out
+
+
+def _sig(x: float) -> float:
+  return float(f"{x:.4g}")
