@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -27,19 +28,28 @@ from models.ask_llm import AskLLMConfig, resolve_device
 from models.prompts import PROMPTS, resolve_prompt
 from transforms import read as read_lib
 from transforms.metrics import NAMESPACE
+from models.embeddings import EmbeddingConfig
+from transforms import density_sketch
+from transforms.density import (AttachDensity, BuildSketch, EmbedDocuments, SketchOptions,
+                                density_sampling_key, random_key)
 from transforms.score import ScoreAskLLM
 from transforms.select import SelectTopK
 from transforms.write import REJECTED_DIR, SCORES_DIR, SELECTED_DIR, WriteOutputs
 
 _LOG = logging.getLogger("select_data")
+# Chosen by benchmarks/density_selection.py (see README, "Measured numbers").
+DEFAULT_SKETCH = SketchOptions()
 
-SAMPLERS = ("ask_llm",)
+SAMPLERS = ("ask_llm", "density", "random", "ask_llm_density")
+NEEDS_ASK_LLM = ("ask_llm", "ask_llm_density")
+NEEDS_DENSITY = ("density", "ask_llm_density")
 # The prompt configuration that measured best for the bundled scorer on the dev set
 # (benchmarks/scorer_quality.py); other scorers default to the paper's prompt.
 BUNDLED_PROMPT = "paper"
 BUNDLED_CHAT_TEMPLATE = "auto"
 BUNDLED_SCORE = "p_yes"
-OUTPUT_NAMES = (SELECTED_DIR, SCORES_DIR, REJECTED_DIR, "metrics.json")
+SKETCH_FILE = "sketch.npz"
+OUTPUT_NAMES = (SELECTED_DIR, SCORES_DIR, REJECTED_DIR, "metrics.json", SKETCH_FILE)
 
 
 class UsageError(ValueError):
@@ -72,6 +82,15 @@ def _bool(value: str) -> bool:
 # A flag that also takes a value: `--overwrite`, `--overwrite=true`, `--overwrite=false`
 # (Flex Template launchers always pass parameters as --name=value).
 _FLAG = dict(nargs="?", const=True, default=False, type=_bool, metavar="true|false")
+
+
+def _width(value: str):
+  if value == "auto":
+    return None
+  w = float(value)
+  if not w > 0:
+    raise argparse.ArgumentTypeError("must be a positive number or auto")
+  return w
 
 
 def _csv(value: str):
@@ -108,7 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
 
   sel = p.add_argument_group("selection")
   sel.add_argument("--sampler", default="ask_llm", choices=SAMPLERS,
-                   help="ask_llm: top-k by Ask-LLM score. Default: ask_llm.")
+                   help="ask_llm: top-k by Ask-LLM score. density: draw k without "
+                        "replacement with probability proportional to 1/density "
+                        "(coverage). random: uniform draw. ask_llm_density: keep the top "
+                        "--quality_pool_factor x k by Ask-LLM, then density-sample k from "
+                        "that pool. Draws are deterministic given --seed. Default: ask_llm.")
+  sel.add_argument("--quality_pool_factor", type=float, default=2.0,
+                   help="ask_llm_density: the Ask-LLM pool holds this many times the "
+                        "documents to select (capped at all). Default: 2.0.")
   how_many = sel.add_mutually_exclusive_group()
   how_many.add_argument("--keep_fraction", type=_fraction, default=None,
                         help="Select floor(N * F) documents (at least 1). Default: 0.2.")
@@ -120,7 +146,32 @@ def build_parser() -> argparse.ArgumentParser:
   sel.add_argument("--docs_per_file", type=_positive_int, default=50_000,
                    help="Ranked TFRecord files hold at least this many documents (the last "
                         "may hold fewer). Default: 50000.")
-  sel.add_argument("--seed", type=int, default=0, help="Seed for hashing. Default: 0.")
+  sel.add_argument("--seed", type=int, default=0,
+                   help="Seed of the sampling draws and the sketch's hash functions. "
+                        "Default: 0.")
+
+  dn = p.add_argument_group("density (coverage)")
+  dn.add_argument("--embedding_model", default=loading.DEFAULT,
+                  help="default (bundled all-MiniLM-L6-v2), a local directory, a gs:// "
+                       "directory, or a Hugging Face Hub id (needs network).")
+  dn.add_argument("--embedding_max_tokens", type=_positive_int, default=128,
+                  help="Documents are truncated to this many tokens for embedding. "
+                       "Default: 128.")
+  dn.add_argument("--sketch_rows", type=_positive_int, default=DEFAULT_SKETCH.rows,
+                  help=f"R, rows of the LSH sketch. Default: {DEFAULT_SKETCH.rows}.")
+  dn.add_argument("--sketch_buckets", type=_positive_int, default=DEFAULT_SKETCH.buckets,
+                  help=f"B, buckets per row. Default: {DEFAULT_SKETCH.buckets}.")
+  dn.add_argument("--hashes_per_row", type=_positive_int,
+                  default=DEFAULT_SKETCH.hashes_per_row,
+                  help="K, Gaussian projections concatenated per row (sharpens the "
+                       f"kernel). Default: {DEFAULT_SKETCH.hashes_per_row}.")
+  dn.add_argument("--bucket_width", type=_width, default=DEFAULT_SKETCH.bucket_width,
+                  help="Bucket width of the p-stable hashes, or auto (from the distances "
+                       "of a sample of the data). Default: "
+                       f"{DEFAULT_SKETCH.bucket_width or 'auto'}.")
+  dn.add_argument("--sketch_from", default=None,
+                  help="Score against a saved sketch (an earlier run's sketch.npz, local "
+                       "or gs://) instead of building one.")
 
   sc = p.add_argument_group("Ask-LLM scorer")
   sc.add_argument("--scorer_model", default=loading.DEFAULT,
@@ -248,22 +299,72 @@ def _is_local_runner(options: PipelineOptions) -> bool:
 
 
 def build_pipeline(p: beam.Pipeline, args) -> None:
-  """Adds the whole job to `p`: read -> validate -> score -> select -> rank -> write."""
+  """Adds the whole job to `p`: read -> validate -> score -> (sketch -> density) ->
+  select -> rank -> write. Nothing is read and no model is loaded here."""
   patterns = read_lib.split_patterns(args.input)
   read = p | "ReadDocuments" >> read_lib.ReadDocuments(
       patterns, input_format=args.input_format, text_field=args.text_field,
       id_field=args.id_field, max_doc_bytes=args.max_doc_bytes)
   docs = read["documents"]
   total = beam.pvalue.AsSingleton(docs | "CountValid" >> beam.combiners.Count.Globally())
-  scored = docs | "ScoreAskLLM" >> ScoreAskLLM(
-      ask_llm_config(args), batch_tokens=args.batch_tokens,
-      max_batch_size=args.max_batch_size, large_model=args.large_model,
-      model_copies=args.model_copies, total=total)
-  selection = scored | "SelectTopK" >> SelectTopK(
-      key_fn=ask_llm_key, keep_fraction=args.keep_fraction, keep_count=args.keep_count,
-      num_partitions=args.num_rank_partitions, docs_per_file=args.docs_per_file)
-  {"ranked": selection["ranked"], "not_selected": selection["not_selected"],
+  if args.sampler in NEEDS_ASK_LLM:
+    docs = docs | "ScoreAskLLM" >> ScoreAskLLM(
+        ask_llm_config(args), batch_tokens=args.batch_tokens,
+        max_batch_size=args.max_batch_size, large_model=args.large_model,
+        model_copies=args.model_copies, total=total)
+  if args.sampler in NEEDS_DENSITY:
+    docs = docs | "Embed" >> EmbedDocuments(
+        embedding_config(args), batch_tokens=args.batch_tokens,
+        large_model=args.large_model, model_copies=args.model_copies, total=total)
+    if args.sketch_from:
+      sketch = (p | "SketchPath" >> beam.Create([args.sketch_from])
+                | "LoadSketch" >> beam.Map(density_sketch.load_sketch))
+    else:
+      sketch = docs | "BuildSketch" >> BuildSketch(sketch_options(args))
+      sketch | "SaveSketch" >> beam.Map(
+          density_sketch.save_sketch, FileSystems.join(args.output, SKETCH_FILE))
+    docs = docs | "AttachDensity" >> AttachDensity(sketch, seed=args.seed)
+
+  select_args = dict(keep_fraction=args.keep_fraction, keep_count=args.keep_count,
+                     num_partitions=args.num_rank_partitions,
+                     docs_per_file=args.docs_per_file)
+  not_selected = []
+  if args.sampler == "ask_llm":
+    key = ask_llm_key
+  elif args.sampler == "random":
+    key = random_key(args.seed)
+  else:
+    key = density_sampling_key(args.seed)
+  if args.sampler == "ask_llm_density":
+    # Quality first: a pool of the best documents by Ask-LLM, then coverage inside it.
+    pool_args = dict(select_args)
+    if args.keep_count is not None:
+      pool_args["keep_count"] = int(math.ceil(args.keep_count * args.quality_pool_factor))
+    else:
+      pool_args["keep_fraction"] = min(1.0, args.keep_fraction * args.quality_pool_factor)
+    pool = docs | "QualityPool" >> SelectTopK(key_fn=ask_llm_key, rank=False,
+                                              counter_name="quality_pool", **pool_args)
+    docs = pool["selected"]
+    not_selected.append(pool["not_selected"])
+    select_args["k_of"] = total
+  selection = docs | "Select" >> SelectTopK(key_fn=key, **select_args)
+  not_selected.append(selection["not_selected"])
+  rest = (not_selected[0] if len(not_selected) == 1
+          else tuple(not_selected) | "FlattenNotSelected" >> beam.Flatten())
+  {"ranked": selection["ranked"], "not_selected": rest,
    "rejected": read["rejected"]} | "WriteOutputs" >> WriteOutputs(args.output)
+
+
+def embedding_config(args) -> EmbeddingConfig:
+  return EmbeddingConfig(model=args.embedding_model, max_tokens=args.embedding_max_tokens,
+                         device=args.device, allow_pickle_weights=args.allow_pickle_weights,
+                         trust_remote_code=args.trust_remote_code)
+
+
+def sketch_options(args) -> SketchOptions:
+  return SketchOptions(rows=args.sketch_rows, buckets=args.sketch_buckets,
+                       hashes_per_row=args.hashes_per_row, bucket_width=args.bucket_width,
+                       seed=args.seed)
 
 
 def ask_llm_key(doc):
@@ -288,16 +389,24 @@ def collect_metrics(result, args, config: AskLLMConfig, wall_s: float) -> dict:
   summary = {
       "read": counts.get("read", 0), "valid": counts.get("valid", 0),
       "rejected": sum(rejected.values()), "rejected_by_reason": rejected,
-      "scored": counts.get("scored", 0), "selected": counts.get("selected", 0),
+      "scored": counts.get("scored", 0), "embedded": counts.get("embedded", 0),
+      "selected": counts.get("selected", 0),
   }
+  if "quality_pool" in counts:
+    summary["quality_pool"] = counts["quality_pool"]
   summary["accounted"] = summary["read"] == summary["valid"] + summary["rejected"]
   return {
       "counts": summary,
       "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()},
-      "models": {"scorer": _model_name(config.model, "scorer")},
-      "ask_llm": {"prompt": config.prompt, "chat_template": config.chat_template,
-                  "score": config.score, "yes_tokens": list(config.yes_tokens),
-                  "no_tokens": list(config.no_tokens)},
+      "models": {
+          **({"scorer": _model_name(config.model, "scorer")}
+             if args.sampler in NEEDS_ASK_LLM else {}),
+          **({"embedding": _model_name(args.embedding_model, "embedding")}
+             if args.sampler in NEEDS_DENSITY else {})},
+      "ask_llm": ({"prompt": config.prompt, "chat_template": config.chat_template,
+                   "score": config.score, "yes_tokens": list(config.yes_tokens),
+                   "no_tokens": list(config.no_tokens)}
+                  if args.sampler in NEEDS_ASK_LLM else None),
       "stage_wall_time_s": {k: round((hi - lo) / 1000.0, 3) for k, (lo, hi) in clocks.items()},
       "wall_time_s": round(wall_s, 3),
   }
@@ -334,8 +443,15 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
     config = ask_llm_config(args)
     if _is_local_runner(options):
       resolve_device(args.device)  # Fail fast: a local run uses this machine's devices.
-      # Resolving the model finds a missing bundled package or path before the run.
-      loading.resolve_model(config.model, "scorer", config.allow_pickle_weights)
+      # Resolving the models finds a missing bundled package or path before the run.
+      if args.sampler in NEEDS_ASK_LLM:
+        loading.resolve_model(config.model, "scorer", config.allow_pickle_weights)
+      if args.sampler in NEEDS_DENSITY:
+        loading.resolve_model(args.embedding_model, "embedding", args.allow_pickle_weights)
+    if args.sketch_from and args.sampler not in NEEDS_DENSITY:
+      raise UsageError(f"--sketch_from is only used by the samplers {', '.join(NEEDS_DENSITY)}")
+    if args.sketch_from and not FileSystems.exists(args.sketch_from):
+      raise UsageError(f"--sketch_from {args.sketch_from} does not exist")
     prepare_output(args.output, args.overwrite)
   except (UsageError, read_lib.InputError, loading.ModelNotFoundError, ValueError,
           RuntimeError) as e:

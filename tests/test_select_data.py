@@ -67,9 +67,10 @@ def read_jsonl(pattern):
   return [json.loads(l) for f in sorted(glob.glob(pattern)) for l in open(f) if l.strip()]
 
 
-def read_selected(out):
+def read_selected(out, features=None):
+  features = features or FEATURES
   files = sorted(glob.glob(os.path.join(out, "selected", "*.tfrecord")))
-  ds = tf.data.TFRecordDataset(files).map(lambda r: tf.io.parse_single_example(r, FEATURES))
+  ds = tf.data.TFRecordDataset(files).map(lambda r: tf.io.parse_single_example(r, features))
   return [{k: (v.numpy().decode() if v.dtype == tf.string else v.numpy().item())
            for k, v in ex.items()} for ex in ds]
 

@@ -85,12 +85,18 @@ def cutoff_key(boundary_keys: List, plan: SelectionPlan):
 class _Split(beam.DoFn):
   """Routes each document: selected (keyed by partition) or not selected."""
 
+  def __init__(self, counter_name: str):
+    self._counter_name = counter_name
+
+  def setup(self):
+    self._counter = counter(self._counter_name)
+
   def process(self, keyed, bounds, plan: SelectionPlan, cutoff):
     key, doc = keyed
     part = partition_of(key, bounds)
     if plan.boundary is not None and (
         part < plan.boundary or (part == plan.boundary and key <= cutoff)):
-      counter("selected").inc()
+      self._counter.inc()
       yield plan.file_of[part], (key, doc)
     else:
       yield beam.pvalue.TaggedOutput(NOT_SELECTED, doc)
@@ -115,6 +121,11 @@ class SelectTopK(beam.PTransform):
       is sorted in one worker's memory, so N / P documents must fit there.
     docs_per_file: consecutive selected ranges are packed into files of at least this
       many documents.
+    k_of: optional side input (a number of documents) that k is computed from instead
+      of this input's own count, e.g. the whole corpus when selecting from a pool; k is
+      capped by the documents present.
+    rank: False returns the selected documents unranked (`selected`), without grouping.
+    counter_name: the counter of selected documents.
 
   Returns:
     dict: `ranked` (rank_start, [(rank, Document), ...]) per output file, in rank order
@@ -124,7 +135,8 @@ class SelectTopK(beam.PTransform):
 
   def __init__(self, key_fn: Callable, keep_fraction: Optional[float] = None,
                keep_count: Optional[int] = None, num_partitions: int = 1000,
-               docs_per_file: int = 50_000):
+               docs_per_file: int = 50_000, k_of=None, rank: bool = True,
+               counter_name: str = "selected"):
     super().__init__()
     if (keep_fraction is None) == (keep_count is None):
       raise ValueError("give exactly one of keep_fraction and keep_count")
@@ -133,6 +145,9 @@ class SelectTopK(beam.PTransform):
     self._count = keep_count
     self._partitions = num_partitions
     self._docs_per_file = docs_per_file
+    self._k_of = k_of
+    self._rank = rank
+    self._counter_name = counter_name
 
   def expand(self, docs):
     key_fn, fraction, count = self._key_fn, self._fraction, self._count
@@ -145,10 +160,11 @@ class SelectTopK(beam.PTransform):
     histogram = (keys
                  | "PartitionOf" >> beam.Map(partition_of, bounds)
                  | "CountPerPartition" >> combiners.Count.PerElement())
+    k_of = self._k_of if self._k_of is not None else beam.pvalue.AsSingleton(n)
     plan = n | "Plan" >> beam.Map(
-        lambda total, hist: make_plan(total, hist, resolve_k(total, fraction, count),
-                                      per_file),
-        beam.pvalue.AsDict(histogram))
+        lambda total, hist, base: make_plan(
+            total, hist, min(total, resolve_k(base, fraction, count)), per_file),
+        beam.pvalue.AsDict(histogram), k_of)
     plan_si = beam.pvalue.AsSingleton(plan)
     boundary = (keys
                 | "InBoundary" >> beam.Filter(
@@ -157,10 +173,13 @@ class SelectTopK(beam.PTransform):
                 | "GatherBoundary" >> beam.combiners.ToList())
     cutoff = boundary | "Cutoff" >> beam.Map(cutoff_key, plan_si)
     split = keyed | "Split" >> beam.ParDo(
-        _Split(), bounds, plan_si, beam.pvalue.AsSingleton(cutoff)).with_outputs(
+        _Split(self._counter_name), bounds, plan_si, beam.pvalue.AsSingleton(cutoff)).with_outputs(
             NOT_SELECTED, main="selected")
-    ranked = (split.selected
-              | "GroupByFile" >> beam.GroupByKey()
-              | "RankFile" >> beam.Map(_rank_file))
-    return {"ranked": ranked, "not_selected": split[NOT_SELECTED], "count": n,
-            "plan": plan}
+    out = {"not_selected": split[NOT_SELECTED], "count": n, "plan": plan}
+    if not self._rank:
+      out["selected"] = split.selected | "DropKeys" >> beam.Map(lambda kv: kv[1][1])
+      return out
+    out["ranked"] = (split.selected
+                     | "GroupByFile" >> beam.GroupByKey()
+                     | "RankFile" >> beam.Map(_rank_file))
+    return out

@@ -1,0 +1,211 @@
+"""Density (coverage) transforms: embed, build the LSH sketch (a CombineFn), score every
+document against it (a side input), and turn density into sampling keys.
+
+The pure parts live in transforms/density_sketch.py (hashing, counting, the CombineFn) and
+transforms/sampling.py (deterministic keys); this module is the Beam edge.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Optional
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.ml.inference.base import RunInference
+
+from models.embeddings import EmbeddingConfig, EmbeddingModelHandler
+from transforms import density_sketch as ds
+from transforms.metrics import LogProgress, stage_clock
+from transforms.records import Document
+from transforms.sampling import ips_weight, sampling_key, uniform_from_id
+
+_LOG = logging.getLogger(__name__)
+_BYTES_PER_TOKEN = 4
+# Documents per vectorised density/key computation.
+_DENSITY_BATCH = 1024
+
+
+def _clock_embedded(doc):
+  stage_clock("embedded")
+  return doc
+
+
+class EmbedDocuments(beam.PTransform):
+  """Attaches a unit-norm sentence embedding to every Document (RunInference).
+
+  Args:
+    config: the embedding model, its token budget and device.
+    batch_tokens / max_batch_size: length-sorted batching budget.
+    large_model / model_copies: share the model across processes on a worker VM.
+    total: optional side input with the number of documents, for progress.
+  """
+
+  def __init__(self, config: EmbeddingConfig, batch_tokens: int = 8192,
+               max_batch_size: int = 256, large_model: bool = False,
+               model_copies: Optional[int] = None, total=None):
+    super().__init__()
+    self._config = config
+    self._batch_tokens = batch_tokens
+    self._max_batch_size = max_batch_size
+    self._handler = EmbeddingModelHandler(config, large_model=large_model,
+                                          model_copies=model_copies)
+    self._total = total
+
+  def expand(self, docs):
+    max_tokens = self._config.max_tokens
+    batches = (docs
+               | "ClockIn" >> beam.Map(_clock_embedded)
+               | "SortAndBatchByTokens" >> beam.SortAndBatchElements(
+                   min_batch_size=1, max_batch_size=self._max_batch_size,
+                   max_batch_weight=max(self._batch_tokens, max_tokens),
+                   element_size_fn=lambda d: min(max_tokens, 2 + len(d.text) // _BYTES_PER_TOKEN)))
+    embedded = batches | "RunInference" >> RunInference(self._handler.with_no_batching())
+    extra = [self._total] if self._total is not None else []
+    return embedded | "LogProgress" >> beam.ParDo(LogProgress("embedded"), *extra)
+
+
+class _SketchWithParamsFromSideInput(ds.DensitySketchCombineFn):
+  """The sketch CombineFn when the parameters are computed in the pipeline (the `auto`
+  bucket width comes from a sample of the data): Beam passes them as a side input."""
+
+  def __init__(self, chunk_size: int = ds.DEFAULT_CHUNK):
+    super().__init__(params=None, chunk_size=chunk_size)
+
+  def _bind(self, params):
+    if self.params != params:
+      self.params, self._hashes = params, None
+
+  def setup(self, *args, **kwargs):
+    pass  # The parameters arrive with the first call.
+
+  def create_accumulator(self, params):
+    self._bind(params)
+    return super().create_accumulator()
+
+  def add_input(self, acc, element, params):
+    self._bind(params)
+    return super().add_input(acc, element)
+
+  def add_inputs(self, acc, elements, params):
+    self._bind(params)
+    return super().add_inputs(acc, elements)
+
+  def merge_accumulators(self, accumulators, params):
+    self._bind(params)
+    return super().merge_accumulators(accumulators)
+
+  def compact(self, acc, params=None):
+    if params is not None:
+      self._bind(params)
+    return super().compact(acc) if self.params is not None else acc
+
+  def extract_output(self, acc, params):
+    self._bind(params)
+    return super().extract_output(acc)
+
+
+@dataclasses.dataclass(frozen=True)
+class SketchOptions:
+  """The sketch's shape; bucket_width None means `auto` (from a sample of the data)."""
+  rows: int = 1000
+  buckets: int = 20000
+  hashes_per_row: int = 4
+  bucket_width: Optional[float] = None
+  seed: int = 0
+  auto_sample: int = 500
+
+
+def _embeddings_batch(docs):
+  return np.stack([d.embedding for d in docs]).astype(np.float32, copy=False)
+
+
+def _params_from_sample(sample, options: SketchOptions) -> ds.SketchParams:
+  emb = np.stack(sample).astype(np.float32)
+  width = options.bucket_width
+  if width is None:
+    width = ds.auto_bucket_width(emb, options.hashes_per_row, seed=options.seed)
+    _LOG.info("auto bucket width %.4f from %d sampled embeddings", width, emb.shape[0])
+  return ds.SketchParams(dim=emb.shape[1], rows=options.rows, buckets=options.buckets,
+                         hashes_per_row=options.hashes_per_row, bucket_width=float(width),
+                         seed=options.seed)
+
+
+class BuildSketch(beam.PTransform):
+  """Documents with embeddings -> one Sketch (a singleton PCollection).
+
+  The count matrix is summed by a CombineFn over batches of embeddings; the hash
+  functions come from the seed, so every worker builds the same ones. The parameters
+  (embedding size, and the width when `auto`) come from a small sample of the data.
+  """
+
+  def __init__(self, options: SketchOptions):
+    super().__init__()
+    self._options = options
+
+  def expand(self, docs):
+    options = self._options
+    sample = (docs
+              | "EmbeddingsForParams" >> beam.Map(lambda d: d.embedding)
+              | "SampleForParams" >> beam.combiners.Sample.FixedSizeGlobally(
+                  max(2, options.auto_sample)))
+    params = sample | "SketchParams" >> beam.Map(_params_from_sample, options)
+    batches = (docs
+               | "BatchForSketch" >> beam.BatchElements(min_batch_size=256,
+                                                        max_batch_size=_DENSITY_BATCH)
+               | "StackEmbeddings" >> beam.Map(_embeddings_batch))
+    return batches | "SumCounts" >> beam.CombineGlobally(
+        _SketchWithParamsFromSideInput(), beam.pvalue.AsSingleton(params))
+
+
+class _AttachDensity(beam.DoFn):
+  """Scores a batch of documents against the sketch; drops their embeddings."""
+
+  def __init__(self, seed: int):
+    self._seed = seed
+    self._hashes_for = None
+    self._hashes = None
+
+  def process(self, batch, sketch: ds.Sketch):
+    stage_clock("density")
+    if self._hashes_for != sketch.params:
+      self._hashes, self._hashes_for = ds.make_hashes(sketch.params), sketch.params
+    dens = ds.density(_embeddings_batch(batch), sketch, self._hashes)
+    weights = ips_weight(dens)
+    for doc, d, w in zip(batch, dens, np.atleast_1d(weights)):
+      yield dataclasses.replace(doc, embedding=None).with_scores(
+          density=float(d), sampling_weight=float(w))
+
+
+class AttachDensity(beam.PTransform):
+  """Adds `density` (mean sketch count over rows) and `sampling_weight` (1/density)."""
+
+  def __init__(self, sketch, seed: int = 0):
+    super().__init__()
+    self._sketch = sketch
+    self._seed = seed
+
+  def expand(self, docs):
+    return (docs
+            | "BatchForDensity" >> beam.BatchElements(min_batch_size=64,
+                                                      max_batch_size=_DENSITY_BATCH)
+            | "Density" >> beam.ParDo(_AttachDensity(self._seed),
+                                      beam.pvalue.AsSingleton(self._sketch)))
+
+
+def density_sampling_key(seed: int):
+  """Sort key for SelectTopK (ascending = drawn first): the Efraimidis-Spirakis key
+  log(u)/w with w = 1/density, largest first."""
+
+  def key(doc: Document):
+    return (-sampling_key(seed, doc.id, doc.scores["sampling_weight"]), doc.id, doc.source)
+  return key
+
+
+def random_key(seed: int):
+  """Uniform sampling: the same key with every weight 1."""
+
+  def key(doc: Document):
+    return (-math.log(uniform_from_id(seed, doc.id)), doc.id, doc.source)
+  return key
