@@ -13,13 +13,13 @@ REQUIRED = [
     "gguf==0.19.0",
     "accelerate==1.15.0",
     "numpy==2.4.6",
+    "scipy==1.17.1",
 ]
 
 TEST = [
     "pytest==9.2.0",
     "hypothesis==6.170.15",
     "gcp-storage-emulator==2026.7.19",
-    "scipy==1.17.1",
 ]
 
 setuptools.setup(

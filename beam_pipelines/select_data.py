@@ -32,24 +32,32 @@ from models.embeddings import EmbeddingConfig
 from transforms import density_sketch
 from transforms.density import (AttachDensity, BuildSketch, EmbedDocuments, SketchOptions,
                                 density_sampling_key, random_key)
-from transforms.score import ScoreAskLLM
+from transforms import quality, quality_head
+from transforms.score import ScoreAskLLM, ScorePerplexity
 from transforms.select import SelectTopK
 from transforms.write import REJECTED_DIR, SCORES_DIR, SELECTED_DIR, WriteOutputs
 
 _LOG = logging.getLogger("select_data")
 # Chosen by benchmarks/density_selection.py (see README, "Measured numbers").
 DEFAULT_SKETCH = SketchOptions()
+# Chosen by 5-fold cross-validation on the dev set (benchmarks/quality_head.py).
+DEFAULT_HEAD_L2 = 1e-3
 
-SAMPLERS = ("ask_llm", "density", "random", "ask_llm_density")
-NEEDS_ASK_LLM = ("ask_llm", "ask_llm_density")
-NEEDS_DENSITY = ("density", "ask_llm_density")
+SAMPLERS = ("ask_llm", "density", "random", "ask_llm_density", "quality_head",
+            "quality_head_density", "perplexity")
+ASK_LLM_SAMPLERS = ("ask_llm", "ask_llm_density")
+DENSITY_SAMPLERS = ("density", "ask_llm_density", "quality_head_density")
+HEAD_SAMPLERS = ("quality_head", "quality_head_density")
 # The prompt configuration that measured best for the bundled scorer on the dev set
 # (benchmarks/scorer_quality.py); other scorers default to the paper's prompt.
 BUNDLED_PROMPT = "paper"
 BUNDLED_CHAT_TEMPLATE = "auto"
 BUNDLED_SCORE = "p_yes"
 SKETCH_FILE = "sketch.npz"
-OUTPUT_NAMES = (SELECTED_DIR, SCORES_DIR, REJECTED_DIR, "metrics.json", SKETCH_FILE)
+HEAD_FILE = "quality_head.npz"
+HEAD_FIT_FILE = "quality_head_fit.json"
+OUTPUT_NAMES = (SELECTED_DIR, SCORES_DIR, REJECTED_DIR, "metrics.json", SKETCH_FILE,
+                HEAD_FILE, HEAD_FIT_FILE)
 
 
 class UsageError(ValueError):
@@ -131,7 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "replacement with probability proportional to 1/density "
                         "(coverage). random: uniform draw. ask_llm_density: keep the top "
                         "--quality_pool_factor x k by Ask-LLM, then density-sample k from "
-                        "that pool. Draws are deterministic given --seed. Default: ask_llm.")
+                        "that pool. quality_head: top-k by the quality head's score (see "
+                        "below). quality_head_density: like ask_llm_density with the head. "
+                        "perplexity: keep the lowest per-token perplexity under "
+                        "--scorer_model (a causal LM). Draws are deterministic given --seed. "
+                        "Default: ask_llm.")
   sel.add_argument("--quality_pool_factor", type=float, default=2.0,
                    help="ask_llm_density: the Ask-LLM pool holds this many times the "
                         "documents to select (capped at all). Default: 2.0.")
@@ -149,6 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
   sel.add_argument("--seed", type=int, default=0,
                    help="Seed of the sampling draws and the sketch's hash functions. "
                         "Default: 0.")
+
+  hd = p.add_argument_group("quality head (Ask-LLM distilled into the embeddings)")
+  hd.add_argument("--teacher_field", default=None,
+                  help="Numeric input field holding a teacher score (e.g. an earlier GPU "
+                       "Ask-LLM run, or labels); records with it form the teacher set.")
+  hd.add_argument("--teacher_fraction", type=_fraction, default=None,
+                  help="Run Ask-LLM only on this deterministic fraction of the documents "
+                       "(chosen by a hash of --seed and id) and use it as the teacher.")
+  hd.add_argument("--quality_head", default=None,
+                  help="Apply a saved head (an earlier run's quality_head.npz) instead of "
+                       "fitting one; it must come from the same --embedding_model.")
+  hd.add_argument("--head_l2", type=float, default=DEFAULT_HEAD_L2,
+                  help="Ridge penalty of the head (scaled by the teacher set's size). "
+                       f"Default: {DEFAULT_HEAD_L2}.")
 
   dn = p.add_argument_group("density (coverage)")
   dn.add_argument("--embedding_model", default=loading.DEFAULT,
@@ -279,6 +305,26 @@ def _existing_outputs(output: str) -> List[str]:
   return [m.path for m in found]
 
 
+def check_sampler_options(args) -> None:
+  """Options that only make sense together, with a message that says what to fix."""
+  if args.sketch_from and args.sampler not in DENSITY_SAMPLERS:
+    raise UsageError(f"--sketch_from is used by the samplers {', '.join(DENSITY_SAMPLERS)}")
+  if args.sketch_from and not FileSystems.exists(args.sketch_from):
+    raise UsageError(f"--sketch_from {args.sketch_from} does not exist")
+  teacher_opts = [o for o in ("teacher_field", "teacher_fraction", "quality_head")
+                  if getattr(args, o) is not None]
+  if args.sampler in HEAD_SAMPLERS:
+    if len(teacher_opts) != 1:
+      raise UsageError(f"--sampler={args.sampler} needs exactly one of --teacher_field, "
+                       "--teacher_fraction (Ask-LLM on that fraction) or --quality_head "
+                       f"(a saved head); got {', '.join('--' + o for o in teacher_opts) or 'none'}")
+    if args.quality_head and not FileSystems.exists(args.quality_head):
+      raise UsageError(f"--quality_head {args.quality_head} does not exist")
+  elif teacher_opts:
+    raise UsageError(f"{', '.join('--' + o for o in teacher_opts)} only apply to "
+                     f"--sampler={' or '.join(HEAD_SAMPLERS)}")
+
+
 def prepare_output(output: str, overwrite: bool) -> None:
   """Refuses a non-empty output directory unless --overwrite; then removes only our
   own earlier outputs, so stale shards never mix with new ones."""
@@ -298,24 +344,65 @@ def _is_local_runner(options: PipelineOptions) -> bool:
   return runner is None or "Direct" in str(runner) or "FnApi" in str(runner)
 
 
+def uses_ask_llm(args) -> bool:
+  """Ask-LLM runs for its own samplers, and on the teacher fraction of the head's."""
+  return args.sampler in ASK_LLM_SAMPLERS or (
+      args.sampler in HEAD_SAMPLERS and args.teacher_fraction is not None
+      and not args.quality_head)
+
+
+def uses_embeddings(args) -> bool:
+  return args.sampler in DENSITY_SAMPLERS or args.sampler in HEAD_SAMPLERS
+
+
 def build_pipeline(p: beam.Pipeline, args) -> None:
-  """Adds the whole job to `p`: read -> validate -> score -> (sketch -> density) ->
-  select -> rank -> write. Nothing is read and no model is loaded here."""
+  """Adds the whole job to `p`: read -> validate -> score (Ask-LLM, perplexity,
+  embeddings, quality head) -> sketch -> density -> select -> rank -> write.
+  Nothing is read and no model is loaded here."""
   patterns = read_lib.split_patterns(args.input)
+  teacher_fields = [args.teacher_field] if args.teacher_field else []
   read = p | "ReadDocuments" >> read_lib.ReadDocuments(
       patterns, input_format=args.input_format, text_field=args.text_field,
-      id_field=args.id_field, max_doc_bytes=args.max_doc_bytes)
+      id_field=args.id_field, max_doc_bytes=args.max_doc_bytes, keep_fields=teacher_fields)
   docs = read["documents"]
   total = beam.pvalue.AsSingleton(docs | "CountValid" >> beam.combiners.Count.Globally())
-  if args.sampler in NEEDS_ASK_LLM:
-    docs = docs | "ScoreAskLLM" >> ScoreAskLLM(
-        ask_llm_config(args), batch_tokens=args.batch_tokens,
-        max_batch_size=args.max_batch_size, large_model=args.large_model,
-        model_copies=args.model_copies, total=total)
-  if args.sampler in NEEDS_DENSITY:
-    docs = docs | "Embed" >> EmbedDocuments(
-        embedding_config(args), batch_tokens=args.batch_tokens,
-        large_model=args.large_model, model_copies=args.model_copies, total=total)
+  scorer_args = dict(batch_tokens=args.batch_tokens, large_model=args.large_model,
+                     model_copies=args.model_copies, total=total)
+  if uses_ask_llm(args):
+    if args.sampler in HEAD_SAMPLERS:
+      # Only the teacher fraction pays for Ask-LLM; the head scores everything.
+      seed, fraction = args.seed, args.teacher_fraction
+      teacher, others = docs | "ChooseTeacher" >> beam.Partition(
+          lambda d, _: 0 if quality.in_teacher_fraction(seed, d.id, fraction) else 1, 2)
+      teacher = teacher | "ScoreAskLLM" >> ScoreAskLLM(
+          ask_llm_config(args), max_batch_size=args.max_batch_size, **scorer_args)
+      docs = (teacher, others) | "MergeTeacher" >> beam.Flatten()
+    else:
+      docs = docs | "ScoreAskLLM" >> ScoreAskLLM(
+          ask_llm_config(args), max_batch_size=args.max_batch_size, **scorer_args)
+  if args.sampler == "perplexity":
+    docs = docs | "ScorePerplexity" >> ScorePerplexity(
+        perplexity_config(args), max_batch_size=args.max_batch_size, **scorer_args)
+  if uses_embeddings(args):
+    docs = docs | "Embed" >> EmbedDocuments(embedding_config(args), **scorer_args)
+  if args.sampler in HEAD_SAMPLERS:
+    model_name = _model_name(args.embedding_model, "embedding")
+    teacher_of = quality.teacher_value_fn(args.teacher_field)
+    if args.quality_head:
+      head = (p | "HeadPath" >> beam.Create([args.quality_head])
+              | "LoadHead" >> beam.Map(quality_head.load_head, model_name))
+    else:
+      head = docs | "FitQualityHead" >> quality.FitQualityHead(
+          teacher_of, args.seed, args.head_l2, model_name,
+          args.teacher_field or f"ask_llm_score on --teacher_fraction={args.teacher_fraction}")
+      head | "SaveHead" >> beam.Map(
+          quality_head.save_head, FileSystems.join(args.output, HEAD_FILE))
+    docs = docs | "ApplyQualityHead" >> quality.ApplyQualityHead(
+        head, keep_embeddings=args.sampler in DENSITY_SAMPLERS)
+    if not args.quality_head:
+      docs | "ReportHeadFit" >> quality.ReportHeadFit(
+          teacher_of, args.seed, FileSystems.join(args.output, HEAD_FIT_FILE))
+  if args.sampler in DENSITY_SAMPLERS:
     if args.sketch_from:
       sketch = (p | "SketchPath" >> beam.Create([args.sketch_from])
                 | "LoadSketch" >> beam.Map(density_sketch.load_sketch))
@@ -329,30 +416,45 @@ def build_pipeline(p: beam.Pipeline, args) -> None:
                      num_partitions=args.num_rank_partitions,
                      docs_per_file=args.docs_per_file)
   not_selected = []
-  if args.sampler == "ask_llm":
-    key = ask_llm_key
-  elif args.sampler == "random":
-    key = random_key(args.seed)
-  else:
-    key = density_sampling_key(args.seed)
-  if args.sampler == "ask_llm_density":
-    # Quality first: a pool of the best documents by Ask-LLM, then coverage inside it.
+  pool_key = POOL_KEYS.get(args.sampler)
+  if pool_key is not None:
+    # Quality first: a pool of the best documents, then coverage inside it.
     pool_args = dict(select_args)
     if args.keep_count is not None:
       pool_args["keep_count"] = int(math.ceil(args.keep_count * args.quality_pool_factor))
     else:
       pool_args["keep_fraction"] = min(1.0, args.keep_fraction * args.quality_pool_factor)
-    pool = docs | "QualityPool" >> SelectTopK(key_fn=ask_llm_key, rank=False,
+    pool = docs | "QualityPool" >> SelectTopK(key_fn=pool_key, rank=False,
                                               counter_name="quality_pool", **pool_args)
     docs = pool["selected"]
     not_selected.append(pool["not_selected"])
     select_args["k_of"] = total
-  selection = docs | "Select" >> SelectTopK(key_fn=key, **select_args)
+  selection = docs | "Select" >> SelectTopK(key_fn=selection_key(args), **select_args)
   not_selected.append(selection["not_selected"])
   rest = (not_selected[0] if len(not_selected) == 1
           else tuple(not_selected) | "FlattenNotSelected" >> beam.Flatten())
   {"ranked": selection["ranked"], "not_selected": rest,
    "rejected": read["rejected"]} | "WriteOutputs" >> WriteOutputs(args.output)
+
+
+def selection_key(args):
+  """The sort key of the final selection (ascending = better / drawn first)."""
+  if args.sampler == "ask_llm":
+    return ask_llm_key
+  if args.sampler == "quality_head":
+    return quality_key
+  if args.sampler == "perplexity":
+    return perplexity_key
+  if args.sampler == "random":
+    return random_key(args.seed)
+  return density_sampling_key(args.seed)
+
+
+def perplexity_config(args):
+  from models.perplexity import PerplexityConfig
+  return PerplexityConfig(model=args.scorer_model, max_tokens=args.max_tokens,
+                          device=args.device, allow_pickle_weights=args.allow_pickle_weights,
+                          trust_remote_code=args.trust_remote_code)
 
 
 def embedding_config(args) -> EmbeddingConfig:
@@ -370,6 +472,18 @@ def sketch_options(args) -> SketchOptions:
 def ask_llm_key(doc):
   """Best first: highest score, then smallest id, then source (unique per record)."""
   return (-doc.scores["ask_llm_score"], doc.id, doc.source)
+
+
+def quality_key(doc):
+  return (-doc.scores["quality_score"], doc.id, doc.source)
+
+
+def perplexity_key(doc):
+  """The paper's perplexity filter keeps the lowest per-token perplexity first."""
+  return (doc.scores["perplexity"], doc.id, doc.source)
+
+
+POOL_KEYS = {"ask_llm_density": ask_llm_key, "quality_head_density": quality_key}
 
 
 def collect_metrics(result, args, config: AskLLMConfig, wall_s: float) -> dict:
@@ -392,21 +506,22 @@ def collect_metrics(result, args, config: AskLLMConfig, wall_s: float) -> dict:
       "scored": counts.get("scored", 0), "embedded": counts.get("embedded", 0),
       "selected": counts.get("selected", 0),
   }
-  if "quality_pool" in counts:
-    summary["quality_pool"] = counts["quality_pool"]
+  for optional in ("quality_pool", "teacher", "teacher_held_back", "perplexity"):
+    if optional in counts:
+      summary[optional] = counts[optional]
   summary["accounted"] = summary["read"] == summary["valid"] + summary["rejected"]
   return {
       "counts": summary,
       "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()},
       "models": {
           **({"scorer": _model_name(config.model, "scorer")}
-             if args.sampler in NEEDS_ASK_LLM else {}),
+             if uses_ask_llm(args) or args.sampler == "perplexity" else {}),
           **({"embedding": _model_name(args.embedding_model, "embedding")}
-             if args.sampler in NEEDS_DENSITY else {})},
+             if uses_embeddings(args) else {})},
       "ask_llm": ({"prompt": config.prompt, "chat_template": config.chat_template,
                    "score": config.score, "yes_tokens": list(config.yes_tokens),
                    "no_tokens": list(config.no_tokens)}
-                  if args.sampler in NEEDS_ASK_LLM else None),
+                  if uses_ask_llm(args) else None),
       "stage_wall_time_s": {k: round((hi - lo) / 1000.0, 3) for k, (lo, hi) in clocks.items()},
       "wall_time_s": round(wall_s, 3),
   }
@@ -444,12 +559,11 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
     if _is_local_runner(options):
       resolve_device(args.device)  # Fail fast: a local run uses this machine's devices.
       # Resolving the models finds a missing bundled package or path before the run.
-      if args.sampler in NEEDS_ASK_LLM:
+      if uses_ask_llm(args) or args.sampler == "perplexity":
         loading.resolve_model(config.model, "scorer", config.allow_pickle_weights)
-      if args.sampler in NEEDS_DENSITY:
+      if uses_embeddings(args):
         loading.resolve_model(args.embedding_model, "embedding", args.allow_pickle_weights)
-    if args.sketch_from and args.sampler not in NEEDS_DENSITY:
-      raise UsageError(f"--sketch_from is only used by the samplers {', '.join(NEEDS_DENSITY)}")
+    check_sampler_options(args)
     if args.sketch_from and not FileSystems.exists(args.sketch_from):
       raise UsageError(f"--sketch_from {args.sketch_from} does not exist")
     prepare_output(args.output, args.overwrite)
@@ -462,6 +576,11 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
   result = p.run()
   result.wait_until_finish()
   metrics = collect_metrics(result, args, config, time.time() - start)
+  fit_path = FileSystems.join(args.output, HEAD_FIT_FILE)
+  if args.sampler in HEAD_SAMPLERS and FileSystems.exists(fit_path):
+    with FileSystems.open(fit_path) as f:
+      metrics["quality_head"] = {"teacher_documents": metrics["counts"].get("teacher", 0),
+                                 "fit_on_held_back": json.loads(f.read())}
   write_json(FileSystems.join(args.output, "metrics.json"), metrics)
   c = metrics["counts"]
   _LOG.info("Done in %.1f s: read %d, valid %d, rejected %d, selected %d. Outputs in %s",

@@ -13,57 +13,35 @@ from typing import Optional
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.ml.inference.base import RunInference
 
 from models.embeddings import EmbeddingConfig, EmbeddingModelHandler
 from transforms import density_sketch as ds
-from transforms.metrics import LogProgress, stage_clock
+from transforms.metrics import stage_clock
 from transforms.records import Document
 from transforms.sampling import ips_weight, sampling_key, uniform_from_id
+from transforms.score import ScoreDocuments
 
 _LOG = logging.getLogger(__name__)
-_BYTES_PER_TOKEN = 4
 # Documents per vectorised density/key computation.
 _DENSITY_BATCH = 1024
 
 
-def _clock_embedded(doc):
-  stage_clock("embedded")
-  return doc
-
-
-class EmbedDocuments(beam.PTransform):
+class EmbedDocuments(ScoreDocuments):
   """Attaches a unit-norm sentence embedding to every Document (RunInference).
 
   Args:
     config: the embedding model, its token budget and device.
-    batch_tokens / max_batch_size: length-sorted batching budget.
     large_model / model_copies: share the model across processes on a worker VM.
-    total: optional side input with the number of documents, for progress.
+    Others as ScoreDocuments.
   """
 
   def __init__(self, config: EmbeddingConfig, batch_tokens: int = 8192,
                max_batch_size: int = 256, large_model: bool = False,
                model_copies: Optional[int] = None, total=None):
-    super().__init__()
-    self._config = config
-    self._batch_tokens = batch_tokens
-    self._max_batch_size = max_batch_size
-    self._handler = EmbeddingModelHandler(config, large_model=large_model,
-                                          model_copies=model_copies)
-    self._total = total
-
-  def expand(self, docs):
-    max_tokens = self._config.max_tokens
-    batches = (docs
-               | "ClockIn" >> beam.Map(_clock_embedded)
-               | "SortAndBatchByTokens" >> beam.SortAndBatchElements(
-                   min_batch_size=1, max_batch_size=self._max_batch_size,
-                   max_batch_weight=max(self._batch_tokens, max_tokens),
-                   element_size_fn=lambda d: min(max_tokens, 2 + len(d.text) // _BYTES_PER_TOKEN)))
-    embedded = batches | "RunInference" >> RunInference(self._handler.with_no_batching())
-    extra = [self._total] if self._total is not None else []
-    return embedded | "LogProgress" >> beam.ParDo(LogProgress("embedded"), *extra)
+    super().__init__(EmbeddingModelHandler(config, large_model=large_model,
+                                           model_copies=model_copies),
+                     stage="embedded", max_tokens=config.max_tokens, frame_tokens=2,
+                     batch_tokens=batch_tokens, max_batch_size=max_batch_size, total=total)
 
 
 class _SketchWithParamsFromSideInput(ds.DensitySketchCombineFn):

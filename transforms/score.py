@@ -1,59 +1,103 @@
-"""Scoring transforms: Ask-LLM through RunInference, in length-sorted token-budget batches."""
+"""Scoring transforms: a model applied through RunInference in length-sorted batches with
+a token budget. Ask-LLM, perplexity and embeddings all use the same shape."""
 from __future__ import annotations
 
 from typing import Optional
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import RunInference
+from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from models.ask_llm import AskLLMConfig, AskLLMModelHandler
 from transforms.metrics import LogProgress, stage_clock
 from transforms.records import Document
 
 # Rough tokens per byte of text, for batching before the tokenizer is at hand; the
-# scorer truncates exactly. Only the batch sizes depend on it, never a score.
+# models truncate exactly. Only the batch sizes depend on it, never a score.
 _BYTES_PER_TOKEN = 4
-_PROMPT_TOKENS_ESTIMATE = 100
 
 
-def estimated_tokens(doc: Document, max_tokens: int) -> int:
-  return min(max_tokens, _PROMPT_TOKENS_ESTIMATE + len(doc.text) // _BYTES_PER_TOKEN)
+def estimated_tokens(doc: Document, max_tokens: int, frame_tokens: int = 100) -> int:
+  return min(max_tokens, frame_tokens + len(doc.text) // _BYTES_PER_TOKEN)
 
 
-def _clock_in(doc):
-  stage_clock("scored")
-  return doc
+class _ClockIn(beam.DoFn):
+  def __init__(self, stage):
+    self._stage = stage
+
+  def process(self, doc):
+    stage_clock(self._stage)
+    yield doc
 
 
-class ScoreAskLLM(beam.PTransform):
+class ScoreDocuments(beam.PTransform):
+  """Runs a Document -> Document ModelHandler over length-sorted, token-budget batches.
+
+  Args:
+    handler: a ModelHandler whose run_inference returns the documents with scores.
+    stage: name of the stage, its counter (documents done) and its clock.
+    max_tokens: a document's token budget (caps its batching weight).
+    frame_tokens: tokens the model adds around a document (the prompt), estimated.
+    batch_tokens: token budget of one batch (padding included, estimated).
+    max_batch_size: at most this many documents per batch.
+    total: optional side input (number of documents) for progress estimates.
+  """
+
+  def __init__(self, handler: ModelHandler, stage: str, max_tokens: int,
+               frame_tokens: int = 0, batch_tokens: int = 8192, max_batch_size: int = 64,
+               total=None):
+    super().__init__()
+    self._handler = handler
+    self._stage = stage
+    self._max_tokens = max_tokens
+    self._frame = frame_tokens
+    self._batch_tokens = batch_tokens
+    self._max_batch_size = max_batch_size
+    self._total = total
+
+  def expand(self, docs):
+    max_tokens, frame = self._max_tokens, self._frame
+    batches = (docs
+               | "ClockIn" >> beam.ParDo(_ClockIn(self._stage))
+               | "SortAndBatchByTokens" >> beam.SortAndBatchElements(
+                   min_batch_size=1, max_batch_size=self._max_batch_size,
+                   max_batch_weight=max(self._batch_tokens, max_tokens),
+                   element_size_fn=lambda d: estimated_tokens(d, max_tokens, frame)))
+    scored = batches | "RunInference" >> RunInference(self._handler.with_no_batching())
+    extra = [self._total] if self._total is not None else []
+    return scored | "LogProgress" >> beam.ParDo(LogProgress(self._stage), *extra)
+
+
+class ScoreAskLLM(ScoreDocuments):
   """Attaches `ask_llm_score`, `p_yes` and `p_no` to every Document.
 
   Args:
     config: the scorer (model, prompt, truncation, yes/no tokens, device).
-    batch_tokens: token budget of one batch (padding included, estimated).
-    max_batch_size: at most this many documents per batch.
     large_model: load one model per worker VM, shared by its SDK processes (GPU workers).
     model_copies: load exactly this many copies per VM (implies sharing).
-    total: optional side input (number of documents) for progress estimates.
+    Others as ScoreDocuments.
   """
 
   def __init__(self, config: AskLLMConfig, batch_tokens: int = 8192,
                max_batch_size: int = 64, large_model: bool = False,
                model_copies: Optional[int] = None, total=None):
-    super().__init__()
-    self._config = config
-    self._batch_tokens = batch_tokens
-    self._max_batch_size = max_batch_size
-    self._handler = AskLLMModelHandler(config, large_model=large_model,
-                                       model_copies=model_copies)
-    self._total = total
+    super().__init__(AskLLMModelHandler(config, large_model=large_model,
+                                        model_copies=model_copies),
+                     stage="scored", max_tokens=config.max_tokens, frame_tokens=100,
+                     batch_tokens=batch_tokens, max_batch_size=max_batch_size, total=total)
 
-  def expand(self, docs):
-    max_tokens = self._config.max_tokens
-    batches = docs | "ClockIn" >> beam.Map(_clock_in) | "SortAndBatchByTokens" >> beam.SortAndBatchElements(
-        min_batch_size=1, max_batch_size=self._max_batch_size,
-        max_batch_weight=max(self._batch_tokens, max_tokens),
-        element_size_fn=lambda d: estimated_tokens(d, max_tokens))
-    scored = batches | "RunInference" >> RunInference(self._handler.with_no_batching())
-    extra = [self._total] if self._total is not None else []
-    return scored | "LogProgress" >> beam.ParDo(LogProgress("scored"), *extra)
+
+class ScorePerplexity(ScoreDocuments):
+  """Attaches `perplexity` (per token, over at most max_tokens tokens) and `mean_nll`.
+
+  Args:
+    config: a PerplexityConfig (a causal LM, its token budget and device).
+    Others as ScoreAskLLM.
+  """
+
+  def __init__(self, config, batch_tokens: int = 8192, max_batch_size: int = 64,
+               large_model: bool = False, model_copies: Optional[int] = None, total=None):
+    from models.perplexity import PerplexityModelHandler
+    super().__init__(PerplexityModelHandler(config, large_model=large_model,
+                                            model_copies=model_copies),
+                     stage="perplexity", max_tokens=config.max_tokens, frame_tokens=1,
+                     batch_tokens=batch_tokens, max_batch_size=max_batch_size, total=total)
