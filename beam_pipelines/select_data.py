@@ -21,7 +21,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import apache_beam as beam  # noqa: E402  (after the TF logging setting)
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
+                                                  StandardOptions)
 
 from models import loading
 from models.ask_llm import AskLLMConfig, resolve_device
@@ -76,6 +77,13 @@ def _positive_int(value: str) -> int:
   if i < 1:
     raise argparse.ArgumentTypeError("must be a positive integer")
   return i
+
+
+def _positive_float(value: str) -> float:
+  f = float(value)
+  if not f > 0 or f != f or f == float("inf"):
+    raise argparse.ArgumentTypeError("must be a positive number")
+  return f
 
 
 def _bool(value: str) -> bool:
@@ -144,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "perplexity: keep the lowest per-token perplexity under "
                         "--scorer_model (a causal LM). Draws are deterministic given --seed. "
                         "Default: ask_llm.")
-  sel.add_argument("--quality_pool_factor", type=float, default=2.0,
+  sel.add_argument("--quality_pool_factor", type=_positive_float, default=2.0,
                    help="ask_llm_density: the Ask-LLM pool holds this many times the "
                         "documents to select (capped at all). Default: 2.0.")
   how_many = sel.add_mutually_exclusive_group()
@@ -172,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
   hd.add_argument("--quality_head", default=None,
                   help="Apply a saved head (an earlier run's quality_head.npz) instead of "
                        "fitting one; it must come from the same --embedding_model.")
-  hd.add_argument("--head_l2", type=float, default=DEFAULT_HEAD_L2,
+  hd.add_argument("--head_l2", type=_positive_float, default=DEFAULT_HEAD_L2,
                   help="Ridge penalty of the head (scaled by the teacher set's size). "
                        f"Default: {DEFAULT_HEAD_L2}.")
 
@@ -229,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
   sc.add_argument("--large_model", **_FLAG,
                   help="Load one model per worker VM shared by its SDK processes (use on "
                        "GPU workers).")
+  sc.add_argument("--inference_accelerator", default=None,
+                  help="Dataflow right fitting: put a GPU only on the inference steps, e.g. "
+                       "'type:nvidia-l4;count:1;install-nvidia-driver' (a resource hint on "
+                       "Ask-LLM, perplexity and embedding steps; do not combine with "
+                       "--dataflow_service_options=worker_accelerator=...).")
   sc.add_argument("--model_copies", type=_positive_int, default=None,
                   help="Load exactly this many model copies per worker VM.")
   est = p.add_argument_group("cost estimate")
@@ -238,10 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the whole input, and exit without running inference.")
   est.add_argument("--estimate_sample", type=_positive_int, default=1000,
                    help="Documents read for --estimate_only. Default: 1000.")
-  est.add_argument("--gpu_tokens_per_second", type=float, default=None,
+  est.add_argument("--gpu_tokens_per_second", type=_positive_float, default=None,
                    help="Measured scoring throughput of one GPU for --estimate_only "
                         "(otherwise derived from the model size, an assumption).")
-  est.add_argument("--gpu_price_per_hour", type=float, default=None,
+  est.add_argument("--gpu_price_per_hour", type=_positive_float, default=None,
                    help="Price of one GPU worker hour, for --estimate_only's cost line.")
   sc.add_argument("--allow_pickle_weights", **_FLAG,
                   help="Allow pickle checkpoints (.bin/.pt); they can run code when loaded.")
@@ -368,23 +381,28 @@ def build_pipeline(p: beam.Pipeline, args) -> None:
   total = beam.pvalue.AsSingleton(docs | "CountValid" >> beam.combiners.Count.Globally())
   scorer_args = dict(batch_tokens=args.batch_tokens, large_model=args.large_model,
                      model_copies=args.model_copies, total=total)
+  hints = ({"accelerator": args.inference_accelerator} if args.inference_accelerator else {})
+
+  def on_accelerator(transform):
+    return transform.with_resource_hints(**hints) if hints else transform
   if uses_ask_llm(args):
     if args.sampler in HEAD_SAMPLERS:
       # Only the teacher fraction pays for Ask-LLM; the head scores everything.
       seed, fraction = args.seed, args.teacher_fraction
       teacher, others = docs | "ChooseTeacher" >> beam.Partition(
           lambda d, _: 0 if quality.in_teacher_fraction(seed, d.id, fraction) else 1, 2)
-      teacher = teacher | "ScoreAskLLM" >> ScoreAskLLM(
-          ask_llm_config(args), max_batch_size=args.max_batch_size, **scorer_args)
+      teacher = teacher | "ScoreAskLLM" >> on_accelerator(ScoreAskLLM(
+          ask_llm_config(args), max_batch_size=args.max_batch_size, **scorer_args))
       docs = (teacher, others) | "MergeTeacher" >> beam.Flatten()
     else:
-      docs = docs | "ScoreAskLLM" >> ScoreAskLLM(
-          ask_llm_config(args), max_batch_size=args.max_batch_size, **scorer_args)
+      docs = docs | "ScoreAskLLM" >> on_accelerator(ScoreAskLLM(
+          ask_llm_config(args), max_batch_size=args.max_batch_size, **scorer_args))
   if args.sampler == "perplexity":
-    docs = docs | "ScorePerplexity" >> ScorePerplexity(
-        perplexity_config(args), max_batch_size=args.max_batch_size, **scorer_args)
+    docs = docs | "ScorePerplexity" >> on_accelerator(ScorePerplexity(
+        perplexity_config(args), max_batch_size=args.max_batch_size, **scorer_args))
   if uses_embeddings(args):
-    docs = docs | "Embed" >> EmbedDocuments(embedding_config(args), **scorer_args)
+    docs = docs | "Embed" >> on_accelerator(EmbedDocuments(embedding_config(args),
+                                                           **scorer_args))
   if args.sampler in HEAD_SAMPLERS:
     model_name = _model_name(args.embedding_model, "embedding")
     teacher_of = quality.teacher_value_fn(args.teacher_field)
@@ -435,6 +453,34 @@ def build_pipeline(p: beam.Pipeline, args) -> None:
           else tuple(not_selected) | "FlattenNotSelected" >> beam.Flatten())
   {"ranked": selection["ranked"], "not_selected": rest,
    "rejected": read["rejected"]} | "WriteOutputs" >> WriteOutputs(args.output)
+  _write_run_summary(p, args, total, read["rejected"], selection["plan"])
+
+
+def _write_run_summary(p, args, total, rejected, plan) -> None:
+  """metrics.json from the pipeline itself, so that runs nobody waits for (Flex
+  Templates) have it too; a launcher that waits replaces it with a richer one."""
+  by_reason = beam.pvalue.AsDict(
+      rejected | "RejectedReason" >> beam.Map(lambda r: r.reason)
+      | "CountPerReason" >> beam.combiners.Count.PerElement())
+  options = _options_dict(args)
+  path = FileSystems.join(args.output, "metrics.json")
+
+  def summary(_, valid, reasons, selection_plan):
+    counts = {"valid": valid, "rejected": sum(reasons.values()),
+              "rejected_by_reason": dict(sorted(reasons.items())),
+              "selected": selection_plan.k}
+    counts["read"] = counts["valid"] + counts["rejected"]
+    write_json(path, {"counts": counts, "options": options,
+                      "note": "written by the pipeline; see the runner's counters "
+                              "(namespace select_data) for per-stage counts"})
+
+  (p | "SummaryTrigger" >> beam.Create([None])
+   | "WriteRunSummary" >> beam.Map(summary, total, by_reason,
+                                   beam.pvalue.AsSingleton(plan)))
+
+
+def _options_dict(args) -> dict:
+  return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
 
 
 def selection_key(args):
@@ -512,7 +558,7 @@ def collect_metrics(result, args, config: AskLLMConfig, wall_s: float) -> dict:
   summary["accounted"] = summary["read"] == summary["valid"] + summary["rejected"]
   return {
       "counts": summary,
-      "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()},
+      "options": _options_dict(args),
       "models": {
           **({"scorer": _model_name(config.model, "scorer")}
              if uses_ask_llm(args) or args.sampler == "perplexity" else {}),
@@ -564,8 +610,6 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
       if uses_embeddings(args):
         loading.resolve_model(args.embedding_model, "embedding", args.allow_pickle_weights)
     check_sampler_options(args)
-    if args.sketch_from and not FileSystems.exists(args.sketch_from):
-      raise UsageError(f"--sketch_from {args.sketch_from} does not exist")
     prepare_output(args.output, args.overwrite)
   except (UsageError, read_lib.InputError, loading.ModelNotFoundError, ValueError,
           RuntimeError) as e:
@@ -574,6 +618,11 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
   p = test_pipeline or beam.Pipeline(options=options)
   build_pipeline(p, args)
   result = p.run()
+  if options.view_as(GoogleCloudOptions).template_location:
+    # A Flex Template launch only stages the job: there is nothing to wait for, and the
+    # pipeline writes its own metrics.json (counts, options) when it finishes.
+    _LOG.info("Job staged to %s", options.view_as(GoogleCloudOptions).template_location)
+    return None
   result.wait_until_finish()
   metrics = collect_metrics(result, args, config, time.time() - start)
   fit_path = FileSystems.join(args.output, HEAD_FIT_FILE)

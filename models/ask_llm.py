@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
 from models import loading
-from models.prompts import resolve_prompt, split_template, strip_delimiters
+from models.prompts import resolve_prompt, strip_delimiters
 from transforms.records import Document
 
 _LOG = logging.getLogger(__name__)
@@ -23,7 +22,7 @@ _LOG = logging.getLogger(__name__)
 # A token covers rarely more than this many characters; cutting the text at
 # budget * this before tokenising keeps a 10 MB document from being tokenised whole,
 # without changing its first `budget` tokens.
-_MAX_CHARS_PER_TOKEN = 32
+MAX_CHARS_PER_TOKEN = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +63,9 @@ def resolve_device(device: str) -> str:
 def model_dtype(device: str):
   import torch
   if device == "cuda":
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # Emulated bf16 (T4) is slow: use fp16 there.
+    return (torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False)
+            else torch.float16)
   return torch.float32
 
 
@@ -83,6 +84,15 @@ def single_token_ids(tokenizer, words: Iterable[str]) -> List[int]:
     raise ValueError(f"none of {list(words)} is a single token for this tokenizer; "
                      "choose other --yes_tokens/--no_tokens")
   return sorted(ids)
+
+
+def special_affixes(tokenizer) -> Tuple[List[int], List[int]]:
+  """The special tokens a tokenizer adds before and after any text (BOS for Llama-style
+  tokenizers, EOS after for T5), learnt by encoding a probe with and without them."""
+  probe = tokenizer.encode("a", add_special_tokens=True)
+  bare = tokenizer.encode("a", add_special_tokens=False)
+  start = probe.index(bare[0]) if bare and bare[0] in probe else 0
+  return probe[:start], probe[start + len(bare):]
 
 
 class PromptEncoder:
@@ -121,18 +131,13 @@ class PromptEncoder:
       return (tok.encode(head, add_special_tokens=False),
               tok.encode(tail, add_special_tokens=False))
     head, tail = filled.split(placeholder)
-    # Learn which special tokens the tokenizer adds around a text (BOS for Llama, EOS
-    # for T5) and put them around the whole prompt.
-    probe = tok.encode("a", add_special_tokens=True)
-    bare = tok.encode("a", add_special_tokens=False)
-    start = probe.index(bare[0]) if bare and bare[0] in probe else 0
-    prefix, suffix = probe[:start], probe[start + len(bare):]
+    prefix, suffix = special_affixes(tok)
     return (prefix + tok.encode(head, add_special_tokens=False),
             tok.encode(tail, add_special_tokens=False) + suffix)
 
   def encode(self, text: str) -> List[int]:
     """The full prompt's token ids for one document."""
-    clean = strip_delimiters(text)[: self.doc_budget * _MAX_CHARS_PER_TOKEN]
+    clean = strip_delimiters(text)[: self.doc_budget * MAX_CHARS_PER_TOKEN]
     # split_special_tokens: a document containing "<|im_end|>" is text, not a control token.
     doc_ids = self.tokenizer(clean, add_special_tokens=False, split_special_tokens=True,
                              return_attention_mask=False)["input_ids"][: self.doc_budget]
@@ -235,19 +240,33 @@ def load_tokenizer(resolved: loading.ResolvedModel, trust_remote_code: bool = Fa
     raise
 
 
-def load_scorer(config: AskLLMConfig) -> AskLLMScorer:
-  """Loads the scorer model once (called by the ModelHandler on each worker process)."""
-  import torch
-  from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
-  device = resolve_device(config.device)
-  resolved = loading.resolve_model(config.model, "scorer", config.allow_pickle_weights)
+def load_pretrained(spec: str, kind: str, device: str, auto_classes, *,
+                    allow_pickle: bool = False, trust_remote_code: bool = False,
+                    check_config=None):
+  """Loads a tokenizer and model from `spec` (bundled, local, gs://, hub id), the same
+  way for every model of the job: GGUF or safetensors only unless pickle is allowed,
+  bf16/fp16 on CUDA, a clear message when a hub id cannot be reached.
+
+  Args:
+    auto_classes: (class for decoder-only configs, class for encoder-decoder configs).
+    check_config: optional callable on the model config, to refuse a model before its
+      weights are loaded.
+  Returns:
+    (model in eval mode on `device`, tokenizer, ResolvedModel)
+  """
+  from transformers import AutoConfig
+  resolved = loading.resolve_model(spec, kind, allow_pickle)
   kwargs = resolved.from_pretrained_kwargs()
-  kwargs["trust_remote_code"] = config.trust_remote_code
+  kwargs["trust_remote_code"] = trust_remote_code
   try:
-    tokenizer = load_tokenizer(resolved, config.trust_remote_code)
     model_config = AutoConfig.from_pretrained(resolved.path, **kwargs)
-    cls = AutoModelForSeq2SeqLM if model_config.is_encoder_decoder else AutoModelForCausalLM
-    if not resolved.gguf_file and not config.allow_pickle_weights:
+    if check_config is not None:
+      check_config(model_config, resolved)
+    tokenizer = load_tokenizer(resolved, trust_remote_code)
+    decoder_cls, encoder_decoder_cls = auto_classes
+    cls = (encoder_decoder_cls if getattr(model_config, "is_encoder_decoder", False)
+           else decoder_cls)
+    if not resolved.gguf_file and not allow_pickle:
       kwargs["use_safetensors"] = True
     model = cls.from_pretrained(resolved.path, dtype=model_dtype(device), **kwargs)
   except OSError as e:
@@ -255,7 +274,17 @@ def load_scorer(config: AskLLMConfig) -> AskLLMScorer:
       raise loading.hub_error(resolved.spec, e) from e
     raise
   model.to(device).eval()
-  _LOG.info("Loaded Ask-LLM scorer %s on %s (%s)", resolved.name, device, model.dtype)
+  _LOG.info("Loaded %s model %s on %s (%s)", kind, resolved.name, device, model.dtype)
+  return model, tokenizer, resolved
+
+
+def load_scorer(config: AskLLMConfig) -> AskLLMScorer:
+  """Loads the scorer model once (called by the ModelHandler on each worker process)."""
+  from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+  device = resolve_device(config.device)
+  model, tokenizer, resolved = load_pretrained(
+      config.model, "scorer", device, (AutoModelForCausalLM, AutoModelForSeq2SeqLM),
+      allow_pickle=config.allow_pickle_weights, trust_remote_code=config.trust_remote_code)
   scorer = AskLLMScorer(model, tokenizer, config, device)
   scorer.model_name = resolved.name
   return scorer

@@ -3,18 +3,15 @@ L2-normalised, and the RunInference ModelHandler that attaches them to Documents
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Any, Dict, Iterable, Optional, Sequence
 
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
 from models import loading
-from models.ask_llm import load_tokenizer, model_dtype, resolve_device
+from models.ask_llm import MAX_CHARS_PER_TOKEN, load_pretrained, resolve_device
 from transforms.records import Document
 
-_LOG = logging.getLogger(__name__)
-_MAX_CHARS_PER_TOKEN = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +39,7 @@ class Embedder:
     import torch
     if not texts:
       return np.zeros((0, self.dim), np.float32)
-    limit = self.config.max_tokens * _MAX_CHARS_PER_TOKEN
+    limit = self.config.max_tokens * MAX_CHARS_PER_TOKEN
     enc = self.tokenizer([t[:limit] for t in texts], padding=True, truncation=True,
                          max_length=self.config.max_tokens, return_tensors="pt")
     enc = {k: v.to(self.device) for k, v in enc.items()
@@ -62,20 +59,9 @@ class Embedder:
 def load_embedder(config: EmbeddingConfig) -> Embedder:
   from transformers import AutoModel
   device = resolve_device(config.device)
-  resolved = loading.resolve_model(config.model, "embedding", config.allow_pickle_weights)
-  kwargs = resolved.from_pretrained_kwargs()
-  if not resolved.gguf_file and not config.allow_pickle_weights:
-    kwargs["use_safetensors"] = True
-  try:
-    tokenizer = load_tokenizer(resolved, config.trust_remote_code)
-    model = AutoModel.from_pretrained(resolved.path, dtype=model_dtype(device),
-                                      trust_remote_code=config.trust_remote_code, **kwargs)
-  except OSError as e:
-    if resolved.is_hub:
-      raise loading.hub_error(resolved.spec, e) from e
-    raise
-  model.to(device).eval()
-  _LOG.info("Loaded embedding model %s on %s", resolved.name, device)
+  model, tokenizer, resolved = load_pretrained(
+      config.model, "embedding", device, (AutoModel, AutoModel),
+      allow_pickle=config.allow_pickle_weights, trust_remote_code=config.trust_remote_code)
   return Embedder(model, tokenizer, config, device, resolved.name)
 
 

@@ -1,5 +1,6 @@
 """Density sketch: hashes, counts, merging, coder, Beam CombineFn, artifact, kernel."""
 import collections
+import math
 import pickle
 
 import numpy as np
@@ -12,15 +13,22 @@ from apache_beam.testing.util import BeamAssertException, assert_that
 
 from transforms import density_sketch as ds
 
-FAMILIES = [dict(hashes_per_row=3, tensored=False), dict(hashes_per_row=5, tensored=True)]
+FAMILIES = ["independent", "shared"]
 HYP = settings(max_examples=20, deadline=None,
                suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def _params(dim=8, rows=6, buckets=7, width=1.0, seed=3, **family):
-  family = family or FAMILIES[0]
+def _family(name, rows, k=None):
+  """Independent rows (K=3), or rows sharing projection groups (K=5, ~3 rows per group)."""
+  if name == "independent":
+    return dict(hashes_per_row=k or 3, groups=0)
+  return dict(hashes_per_row=k or 5, groups=max(math.isqrt(rows - 1) + 1, rows // 3))
+
+
+def _params(dim=8, rows=6, buckets=7, width=1.0, seed=3, family="independent", **kw):
+  kw = {**_family(family, rows), **kw}
   return ds.SketchParams(dim=dim, rows=rows, buckets=buckets, bucket_width=width, seed=seed,
-                         **family)
+                         **kw)
 
 
 def _emb(n, dim=8, seed=0, clusters=3):
@@ -51,57 +59,57 @@ def _p_stable_ids(x, params, hashes):
 # --- params and hashes -------------------------------------------------------------------
 
 def test_params_round_trip_and_validation():
-  p = _params(**FAMILIES[1])
+  p = _params(family="shared")
   assert ds.SketchParams.from_dict(p.to_dict()) == p
-  classic = dict(p.to_dict(), tensored=False)
-  del classic["tensored"]  # params saved without the field read as the classic family
-  assert ds.SketchParams.from_dict(classic).tensored is False
+  classic = p.to_dict()
+  del classic["groups"]  # params saved without the field read as the classic family
+  assert ds.SketchParams.from_dict(classic).groups == 0
   for bad in (dict(rows=0), dict(buckets=0), dict(buckets=2**31), dict(width=0.0),
-              dict(width=float("nan"))):
+              dict(width=float("nan")), dict(hashes_per_row=9), dict(groups=2),
+              dict(groups=7), dict(groups=3, hashes_per_row=1),
+              dict(groups=3, hashes_per_row=17)):
     with pytest.raises(ValueError):
       _params(**bad)
-  with pytest.raises(ValueError):
-    _params(hashes_per_row=9, tensored=False)
-  with pytest.raises(ValueError):
-    _params(hashes_per_row=1, tensored=True)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_hashes_come_from_the_seed_only(family):
-  p = _params(rows=10, width=0.5, **family)
+  p = _params(rows=10, width=0.5, family=family)
   w, b = ds.make_hashes(p)
-  cols = (4 if p.tensored else 10) * p.hashes_per_row  # tensored: m = ceil(sqrt(10)) = 4
+  cols = (p.groups or 10) * p.hashes_per_row
   assert w.shape == (8, cols) and b.shape == (cols,)
   assert w.dtype == b.dtype == np.float32
   assert np.all((b >= 0) & (b < 0.5))
   w2, b2 = ds.make_hashes(ds.SketchParams.from_dict(p.to_dict()))
   assert np.array_equal(w, w2) and np.array_equal(b, b2)
-  assert not np.array_equal(w, ds.make_hashes(_params(rows=10, seed=4, **family))[0])
+  assert not np.array_equal(w, ds.make_hashes(_params(rows=10, seed=4, family=family))[0])
 
 
 # --- bucket ids --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("family", FAMILIES + [dict(hashes_per_row=8, tensored=False),
-                                               dict(hashes_per_row=12, tensored=True)])
-def test_same_bucket_iff_same_k_tuple_of_p_stable_ids(family):
+@pytest.mark.parametrize("family,k,groups", [("independent", 3, 0), ("independent", 8, 0),
+                                             ("shared", 5, 3), ("shared", 4, 5),
+                                             ("shared", 12, 4)])
+def test_same_bucket_iff_same_k_tuple_of_p_stable_ids(family, k, groups):
   # With 2^31 - 1 buckets, spurious collisions of different K-tuples have probability
   # ~1e-9: two documents share a row's bucket exactly when all K of its ids agree.
-  p = _params(rows=9, buckets=2**31 - 1, width=0.7, **family)
+  p = _params(rows=9, buckets=2**31 - 1, width=0.7, family=family, hashes_per_row=k,
+              groups=groups)
   hashes = ds.make_hashes(p)
   x = _emb(60, seed=1)
   ids = ds.bucket_ids(x, p, hashes)
   assert ids.dtype == np.int64 and ids.shape == (60, 9)
   assert ids.min() >= 0 and ids.max() < p.buckets
   h, margin = _p_stable_ids(x, p, hashes)
-  k, m = p.hashes_per_row, p.groups
-  if p.tensored:
+  k, g = p.hashes_per_row, p.groups
+  if g:  # row r = s*g + i: left group i, right group (i + s) % g
     kl = (k + 1) // 2
-    left = h[:, :m * kl].reshape(60, m, kl)
-    right = h[:, m * kl:].reshape(60, m, k - kl)
-    cols = [np.concatenate([left[:, r // m], right[:, r % m]], 1) for r in range(p.rows)]
-    near = [np.concatenate([margin[:, :m * kl].reshape(60, m, kl)[:, r // m],
-                            margin[:, m * kl:].reshape(60, m, k - kl)[:, r % m]], 1)
-            for r in range(p.rows)]
+    pairs = [(r % g, (r % g + r // g) % g) for r in range(p.rows)]
+    assert len(set(pairs)) == p.rows
+    split = lambda a: (a[:, :g * kl].reshape(60, g, kl), a[:, g * kl:].reshape(60, g, k - kl))
+    (hl, hr), (ml, mr) = split(h), split(margin)
+    cols = [np.concatenate([hl[:, i], hr[:, j]], 1) for i, j in pairs]
+    near = [np.concatenate([ml[:, i], mr[:, j]], 1) for i, j in pairs]
   else:
     cols = [h[:, r * k:(r + 1) * k] for r in range(p.rows)]
     near = [margin[:, r * k:(r + 1) * k] for r in range(p.rows)]
@@ -123,7 +131,7 @@ def test_same_bucket_iff_same_k_tuple_of_p_stable_ids(family):
 def test_bucket_ids_do_not_depend_on_batching(family, data):
   # Exact projections: a document's buckets are the same alone, in any batch, at any
   # offset, with any chunk size; also for large norms (the float64 path).
-  p = _params(dim=16, rows=20, buckets=1000, width=0.3, **family)
+  p = _params(dim=16, rows=20, buckets=1000, width=0.3, family=family)
   scale = data.draw(st.sampled_from([1.0, 50.0]))
   x = _emb(120, dim=16, seed=data.draw(st.integers(0, 5))) * np.float32(scale)
   ref = ds.bucket_ids(x, p)
@@ -148,13 +156,16 @@ def test_non_finite_and_wrong_shape_are_rejected():
 
 @pytest.mark.parametrize("family", FAMILIES)
 @given(n=st.integers(1, 80), seed=st.integers(0, 10), chunk=st.integers(1, 100),
-       buckets=st.sampled_from([7, 5000]), bin_block=st.sampled_from([20, 1 << 20]))
+       buckets=st.sampled_from([7, 5000]), small_blocks=st.booleans())
 @HYP
 def test_counts_and_density_equal_brute_force(monkeypatch, family, n, seed, chunk, buckets,
-                                              bin_block):
-  # buckets=5000: few ids per cell, counted by sorting; bin_block=20: cells in sub-blocks
-  monkeypatch.setattr(ds, "_BIN_BLOCK", bin_block)
-  p = _params(buckets=buckets, **family)
+                                              small_blocks):
+  # buckets=5000: few ids per cell, counted by sorting; small blocks: every row block,
+  # projection block and count sub-block loop runs many times
+  for name, small, big in (("_BIN_BLOCK", 20, 1 << 20), ("_PROJ_BLOCK", 64, 1 << 21),
+                           ("_KEY_BLOCK", 16, 1 << 19)):
+    monkeypatch.setattr(ds, name, small if small_blocks else big)
+  p = _params(buckets=buckets, family=family)
   hashes = ds.make_hashes(p)
   x = _emb(n, seed=seed)
   ids = ds.bucket_ids(x, p, hashes)
@@ -187,7 +198,7 @@ def _accumulate(fn, parts, how):
 @given(data=st.data())
 @HYP
 def test_merge_in_any_order_and_partition_gives_the_same_counts(family, data):
-  p = _params(**family)
+  p = _params(family=family)
   x = _emb(data.draw(st.integers(0, 60)), seed=data.draw(st.integers(0, 10)))
   direct = ds.sketch_from_embeddings([x], p)
   fn = ds.DensitySketchCombineFn(p, chunk_size=data.draw(st.integers(1, 30)))
@@ -299,7 +310,7 @@ class _CountingCombineFn(ds.DensitySketchCombineFn):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_combine_globally_on_fn_api_runner_matches_numpy(family):
-  p = _params(dim=16, rows=12, buckets=50, width=0.5, **family)
+  p = _params(dim=16, rows=12, buckets=50, width=0.5, family=family)
   x = _emb(300, dim=16, seed=5)
   expected = ds.sketch_from_embeddings([x], p)
   # single documents and small batches, as upstream DoFns would emit them
@@ -325,7 +336,7 @@ def test_combine_globally_on_fn_api_runner_matches_numpy(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_save_load_round_trip(tmp_path, family):
-  p = _params(**family)
+  p = _params(family=family)
   x = _emb(50)
   sketch = ds.sketch_from_embeddings([x], p)
   path = str(tmp_path / "sub" / "sketch.npz")
@@ -361,7 +372,8 @@ def test_collision_probability_matches_the_hash():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_sketch_density_estimates_the_exact_kernel(family):
-  p = ds.SketchParams(dim=16, rows=400, buckets=2**14, bucket_width=1.2, seed=2, **family)
+  p = ds.SketchParams(dim=16, rows=400, buckets=2**14, bucket_width=1.2, seed=2,
+                      **_family(family, 400, k=4))
   x = _emb(200, dim=16, seed=4, clusters=8)
   x[100:] = _emb(100, dim=16, seed=9, clusters=100)  # half sparse, half clustered
   exact = ds.exact_kernel_density(x, p, chunk_size=64)

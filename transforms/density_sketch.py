@@ -8,15 +8,17 @@ bucket combines K = hashes_per_row such ids, so two documents share it with prob
 p(c)^K (c = their distance), which sharpens the kernel: with K = 1 it is so wide on unit
 vectors that density barely varies (measured, see DESIGN.md).
 
-Two ways to get the R*K ids of a row set (`SketchParams.tensored`):
-- independent (the default, the classic family): W has R*K columns, row r uses columns
-  r*K .. r*K+K-1. Costs 2*dim*R*K flops per document: the matmul sets the speed limit.
-- tensored (Andoni & Indyk's E2LSH trick of reusing hash functions): m = ceil(sqrt(R))
-  "left" groups of ceil(K/2) projections and m "right" groups of floor(K/2); row r = (i, j)
-  = (r // m, r % m) concatenates left group i and right group j. Every row still has
-  collision probability p(c)^K, rows are only pairwise dependent, and the matmul shrinks
-  from R*K to m*K columns (4000 -> 128 for R=1000, K=4), so the cost is ~R cheap integer
-  operations per document whatever K is.
+Two ways to get the R*K ids of the rows (`SketchParams.groups`):
+- groups=0, independent rows (the default, the classic family): W has R*K columns, row r
+  uses columns r*K .. r*K+K-1. 2*dim*R*K flops per document: the matmul sets the speed.
+- groups=g > 0, shared projections (Andoni & Indyk's E2LSH trick of reusing hash
+  functions): g "left" groups of ceil(K/2) projections and g "right" groups of floor(K/2);
+  row r = s*g + i concatenates left group i and right group (i + s) % g, so R <= g^2 rows
+  are distinct pairs. Every row still has collision probability p(c)^K and the matmul
+  shrinks from R*K to g*K columns, but rows sharing a group are correlated (for a pair
+  with half-collision probability q, correlation q/(1+q)), so fewer, better-separated
+  rows' worth of information: g = ceil(sqrt(R)) is fastest and noisiest, g = R/4 is the
+  measured middle ground (benchmarks/sketch_accuracy.py).
 
 Everything derives from `SketchParams.seed` through np.random.default_rng, so every worker
 builds identical hashes; the saved sketch carries a fingerprint of them so that scoring
@@ -52,7 +54,8 @@ _EXACT32 = 2.0 ** (24 - 17)
 DEFAULT_CHUNK = 16384  # docs per matmul chunk: big enough for BLAS, small enough for cache
 # Rows go in blocks so that a block's temporaries stay in cache (L3 here is 32 MB):
 _PROJ_BLOCK = 1 << 21  # float32 projections per block (independent family; wide matmuls)
-_KEY_BLOCK = 1 << 19  # uint64 keys per block (tensored family)
+_KEY_BLOCK = 1 << 19  # uint64 keys per block (shared groups)
+_GROUP_KEYS = 1 << 21  # docs x groups of left/right keys held per chunk (2 x 16 MB)
 _BIN_BLOCK = 1 << 20  # count cells per np.bincount call (its int64 output: 8 MB)
 _INT32_MAX = np.iinfo(np.int32).max
 
@@ -66,7 +69,7 @@ class SketchParams:
   hashes_per_row: int
   bucket_width: float
   seed: int
-  tensored: bool = False  # see module docstring; an addition to the classic family
+  groups: int = 0  # 0: independent rows; g > 0: shared projection groups (see above)
 
   def __post_init__(self):
     k = self.hashes_per_row
@@ -74,19 +77,16 @@ class SketchParams:
       raise ValueError(f"bad sketch shape: {self}")
     if not self.bucket_width > 0 or not math.isfinite(self.bucket_width):
       raise ValueError(f"bucket_width must be a positive number, got {self.bucket_width}")
-    # Ids are packed one byte each into a 64-bit key (8 per key; 2 keys when tensored).
-    if not (2 <= k <= 16 if self.tensored else 1 <= k <= 8):
-      raise ValueError(f"hashes_per_row={k} out of range for tensored={self.tensored}")
-
-  @property
-  def groups(self) -> int:
-    """m: number of left (and right) projection groups of the tensored family."""
-    return math.isqrt(self.rows - 1) + 1
+    # Ids are packed one byte each into 64-bit keys (8 per key; one key per half if shared).
+    if not (2 <= k <= 16 if self.groups else 1 <= k <= 8):
+      raise ValueError(f"hashes_per_row={k} out of range for groups={self.groups}")
+    if self.groups and not self.groups ** 2 >= self.rows >= self.groups:
+      raise ValueError(f"groups must satisfy groups^2 >= rows >= groups, got {self.groups}")
 
   @property
   def projections(self) -> int:
     """Columns of W."""
-    return (self.groups if self.tensored else self.rows) * self.hashes_per_row
+    return (self.groups or self.rows) * self.hashes_per_row
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -96,7 +96,7 @@ class SketchParams:
     return cls(dim=int(d["dim"]), rows=int(d["rows"]), buckets=int(d["buckets"]),
                hashes_per_row=int(d["hashes_per_row"]),
                bucket_width=float(d["bucket_width"]), seed=int(d["seed"]),
-               tensored=bool(d.get("tensored", False)))
+               groups=int(d.get("groups", 0)))
 
 
 def make_hashes(params: SketchParams) -> Hashes:
@@ -188,37 +188,48 @@ def _row_blocks(x: np.ndarray, params: SketchParams,
   n, k, rows, width = x.shape[0], params.hashes_per_row, params.rows, params.bucket_width
   mult = _multipliers(params)
   x = _quantize(x, w)
-  if not params.tensored:
+  if not params.groups:
     rb = max(1, min(rows, _PROJ_BLOCK // max(1, n * k)))
     for r0 in range(0, rows, rb):
       r1 = min(rows, r0 + rb)
       keys = _pack(_ids8(x, w[:, r0 * k:r1 * k], b[r0 * k:r1 * k], width), k)
       yield r0, r1, _to_flat(keys, mult[r0:r1], params.buckets)
     return
-  m, kl = params.groups, (k + 1) // 2
+  g, kl = params.groups, (k + 1) // 2
   kr = k - kl
-  ids8 = _ids8(x, w, b, width)  # only m*K projections: one small matmul for all rows
-  left = _pack(ids8[:, :m * kl], kl)
-  right = _pack(ids8[:, m * kl:], kr)
+  left, right = np.empty((n, g), np.uint64), np.empty((n, g), np.uint64)
+  gb = max(1, _PROJ_BLOCK // max(1, n * k))  # groups per projection block
+  for g0 in range(0, g, gb):
+    g1 = min(g, g0 + gb)
+    cols = np.r_[g0 * kl:g1 * kl, g * kl + g0 * kr:g * kl + g1 * kr]
+    ids8 = _ids8(x, w[:, cols], b[cols], width)
+    left[:, g0:g1] = _pack(ids8[:, :(g1 - g0) * kl], kl)
+    right[:, g0:g1] = _pack(ids8[:, (g1 - g0) * kl:], kr)
   if k <= 8:  # both halves fit one 64-bit key, in disjoint bytes: exact
     right <<= np.uint64(8 * (1 << (kl - 1).bit_length()))
   else:  # 9..16 ids: fold the halves (a collision needs a 64-bit coincidence)
     right *= np.uint64(0x9E3779B97F4A7C15)
     right ^= right >> np.uint64(29)
-  gb = max(1, _KEY_BLOCK // max(1, n * m))  # left groups per block
-  for i0 in range(0, m, gb):
-    r0 = i0 * m
-    if r0 >= rows:
-      break
-    i1 = min(m, i0 + gb)
-    r1 = min(rows, i1 * m)
-    keys = (left[:, i0:i1, None] ^ right[:, None, :]).reshape(n, -1)[:, :r1 - r0]
-    yield r0, r1, _to_flat(keys, mult[r0:r1], params.buckets)
+  shifts = -(-rows // g)
+  sb = max(1, _KEY_BLOCK // max(1, n * g))  # shifts (of g rows each) per block
+  for s0 in range(0, shifts, sb):
+    s1 = min(shifts, s0 + sb)
+    keys = np.empty((n, s1 - s0, g), np.uint64)
+    for s in range(s0, s1):  # rows s*g + i: left group i, right group (i + s) % g
+      np.bitwise_xor(left[:, :g - s], right[:, s:], out=keys[:, s - s0, :g - s])
+      np.bitwise_xor(left[:, g - s:], right[:, :s], out=keys[:, s - s0, g - s:])
+    r0, r1 = s0 * g, min(rows, s1 * g)
+    yield r0, r1, _to_flat(keys.reshape(n, -1)[:, :r1 - r0], mult[r0:r1], params.buckets)
 
 
-def _chunks(emb: np.ndarray, chunk_size: int) -> Iterator[np.ndarray]:
+def _chunk_len(params: SketchParams, chunk_size: int) -> int:
+  """Shared groups hold [n, groups] keys per chunk: cap n so they stay ~32 MB."""
+  return min(chunk_size, max(1024, _GROUP_KEYS // params.groups)) if params.groups else chunk_size
+
+
+def _chunks(emb: np.ndarray, chunk_size: int) -> Iterator[Tuple[int, np.ndarray]]:
   for s in range(0, emb.shape[0], chunk_size):
-    yield emb[s:s + chunk_size]
+    yield s, emb[s:s + chunk_size]
 
 
 def bucket_ids(emb: np.ndarray, params: SketchParams, hashes: Optional[Hashes] = None,
@@ -228,7 +239,7 @@ def bucket_ids(emb: np.ndarray, params: SketchParams, hashes: Optional[Hashes] =
   emb = _check(emb, params)
   hashes = make_hashes(params) if hashes is None else hashes
   out = np.empty((emb.shape[0], params.rows), np.int64)
-  for s, x in zip(range(0, emb.shape[0], chunk_size), _chunks(emb, chunk_size)):
+  for s, x in _chunks(emb, _chunk_len(params, chunk_size)):
     for r0, r1, flat in _row_blocks(x, params, hashes):
       out[s:s + x.shape[0], r0:r1] = flat - np.arange(r1 - r0) * params.buckets
   return out
@@ -280,7 +291,7 @@ def sketch_add(counts: np.ndarray, ids: np.ndarray) -> np.ndarray:
 def _add_embeddings(counts: np.ndarray, emb: np.ndarray, params: SketchParams,
                     hashes: Hashes, chunk_size: int = DEFAULT_CHUNK) -> None:
   """The fast path: hash and count chunk by chunk, row block by row block, in place."""
-  for x in _chunks(emb, chunk_size):
+  for _, x in _chunks(emb, _chunk_len(params, chunk_size)):
     for r0, r1, flat in _row_blocks(x, params, hashes):
       _add_block(counts, r0, r1, flat)
 
@@ -335,7 +346,7 @@ def density(emb: np.ndarray, sketch: Sketch, hashes: Optional[Hashes] = None,
   emb = _check(emb, params)
   hashes = make_hashes(params) if hashes is None else hashes
   out = np.empty(emb.shape[0], np.float64)
-  for s, x in zip(range(0, emb.shape[0], chunk_size), _chunks(emb, chunk_size)):
+  for s, x in _chunks(emb, _chunk_len(params, chunk_size)):
     acc = np.zeros(x.shape[0], np.int64)
     for r0, r1, flat in _row_blocks(x, params, hashes):
       acc += np.take(sketch.counts[r0:r1].reshape(-1), flat).sum(axis=1, dtype=np.int64)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from typing import Any, Dict, Mapping, Optional
 
 # Rejection reasons: the short codes used in rejected/ and in the counters
@@ -178,7 +179,10 @@ def _parse_tfrecord(raw, text_field, id_field, max_doc_bytes, keep_fields):
 def score_row(doc: Document, selected: bool, rank: Optional[int]) -> str:
   """One line of scores/: the id, every score, and the selection outcome."""
   row = {"id": doc.id}
-  row.update(doc.scores)
+  # JSON has no Infinity/NaN: a non-finite score (e.g. the perplexity of a document too
+  # short to predict) is written as null.
+  row.update({k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+              for k, v in doc.scores.items()})
   row["selected"] = selected
   row["rank"] = rank
   return json.dumps(row, ensure_ascii=False)

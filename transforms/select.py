@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import decimal
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 import apache_beam as beam
 from apache_beam.transforms import combiners

@@ -6,7 +6,7 @@ file by a DoFn, named by its rank range: file order then record order is rank or
 from __future__ import annotations
 
 import uuid
-from typing import Iterable, List, Tuple
+from typing import List, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
