@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
-from apache_beam.ml.inference.base import ModelHandler
+from models.handler import DocumentModelHandler
 
 from models import loading
 from models.prompts import resolve_prompt, strip_delimiters
@@ -290,27 +290,10 @@ def load_scorer(config: AskLLMConfig) -> AskLLMScorer:
   return scorer
 
 
-class AskLLMModelHandler(ModelHandler[Document, Document, AskLLMScorer]):
-  """RunInference handler: Documents in, the same Documents with Ask-LLM scores out.
-
-  Batching is done upstream by `beam.SortAndBatchElements` (length-sorted, token budget),
-  so use it as `RunInference(handler.with_no_batching())`.
-  """
+class AskLLMModelHandler(DocumentModelHandler):
+  """RunInference handler: Documents in, with `ask_llm_score`, `p_yes`, `p_no` out."""
 
   def __init__(self, config: AskLLMConfig, large_model: bool = False,
                model_copies: Optional[int] = None):
-    super().__init__(large_model=large_model, model_copies=model_copies)
-    self._config = config
-
-  def load_model(self) -> AskLLMScorer:
-    return load_scorer(self._config)
-
-  def run_inference(self, batch: Sequence[Document], model: AskLLMScorer,
-                    inference_args: Optional[Dict[str, Any]] = None) -> Iterable[Document]:
-    return model.score_documents(batch)
-
-  def get_num_bytes(self, batch: Sequence[Document]) -> int:
-    return sum(len(d.text) for d in batch)
-
-  def get_metrics_namespace(self) -> str:
-    return "ask_llm"
+    super().__init__(config, load_scorer, "ask_llm", large_model=large_model,
+                     model_copies=model_copies)

@@ -3,10 +3,10 @@ L2-normalised, and the RunInference ModelHandler that attaches them to Documents
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
-from apache_beam.ml.inference.base import ModelHandler
+from models.handler import DocumentModelHandler
 
 from models import loading
 from models.ask_llm import MAX_CHARS_PER_TOKEN, load_pretrained, resolve_device
@@ -51,7 +51,8 @@ class Embedder:
       pooled = torch.nn.functional.normalize(pooled, dim=-1)
     return pooled.cpu().numpy().astype(np.float32)
 
-  def embed_documents(self, docs: Sequence[Document]) -> list:
+  def score_documents(self, docs: Sequence[Document]) -> list:
+    """The documents with their embeddings attached (the handler's common interface)."""
     vectors = self.embed([d.text for d in docs])
     return [dataclasses.replace(d, embedding=v) for d, v in zip(docs, vectors)]
 
@@ -65,26 +66,10 @@ def load_embedder(config: EmbeddingConfig) -> Embedder:
   return Embedder(model, tokenizer, config, device, resolved.name)
 
 
-class EmbeddingModelHandler(ModelHandler[Document, Document, Embedder]):
-  """RunInference handler: Documents in, the same Documents with `embedding` set.
-
-  Use as `RunInference(handler.with_no_batching())` after `beam.SortAndBatchElements`.
-  """
+class EmbeddingModelHandler(DocumentModelHandler):
+  """RunInference handler: Documents in, the same Documents with `embedding` set."""
 
   def __init__(self, config: EmbeddingConfig, large_model: bool = False,
                model_copies: Optional[int] = None):
-    super().__init__(large_model=large_model, model_copies=model_copies)
-    self._config = config
-
-  def load_model(self) -> Embedder:
-    return load_embedder(self._config)
-
-  def run_inference(self, batch: Sequence[Document], model: Embedder,
-                    inference_args: Optional[Dict[str, Any]] = None) -> Iterable[Document]:
-    return model.embed_documents(batch)
-
-  def get_num_bytes(self, batch: Sequence[Document]) -> int:
-    return sum(len(d.text) for d in batch)
-
-  def get_metrics_namespace(self) -> str:
-    return "embeddings"
+    super().__init__(config, load_embedder, "embeddings", large_model=large_model,
+                     model_copies=model_copies)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from apache_beam.ml.inference.base import ModelHandler
+from models.handler import DocumentModelHandler
 
 from models import loading
 from models.ask_llm import (MAX_CHARS_PER_TOKEN, load_pretrained, resolve_device,
@@ -172,28 +172,10 @@ def load_perplexity_scorer(config: PerplexityConfig) -> PerplexityScorer:
   return PerplexityScorer(model, tokenizer, config, device, resolved.name)
 
 
-class PerplexityModelHandler(ModelHandler[Document, Document, PerplexityScorer]):
-  """RunInference handler: Documents in, the same Documents with `perplexity` and
-  `mean_nll` scores out.
-
-  Batching is done upstream by `beam.SortAndBatchElements` (length-sorted, token budget),
-  so use it as `RunInference(handler.with_no_batching())`.
-  """
+class PerplexityModelHandler(DocumentModelHandler):
+  """RunInference handler: Documents in, with `perplexity` and `mean_nll` out."""
 
   def __init__(self, config: PerplexityConfig, large_model: bool = False,
                model_copies: Optional[int] = None):
-    super().__init__(large_model=large_model, model_copies=model_copies)
-    self._config = config
-
-  def load_model(self) -> PerplexityScorer:
-    return load_perplexity_scorer(self._config)
-
-  def run_inference(self, batch: Sequence[Document], model: PerplexityScorer,
-                    inference_args: Optional[Dict[str, Any]] = None) -> Iterable[Document]:
-    return model.score_documents(batch)
-
-  def get_num_bytes(self, batch: Sequence[Document]) -> int:
-    return sum(len(d.text) for d in batch)
-
-  def get_metrics_namespace(self) -> str:
-    return "perplexity"
+    super().__init__(config, load_perplexity_scorer, "perplexity", large_model=large_model,
+                     model_copies=model_copies)
