@@ -100,3 +100,13 @@ def test_job_reads_writes_and_loads_model_from_gcs(gcs_emulator, tiny_causal_lm_
     select_data.run([f"--input={root}/in/*.jsonl", f"--output={root}/out",
                      f"--scorer_model={root}/models/tiny", "--device=cpu"],
                     test_pipeline=TestPipeline(runner="FnApiRunner"))
+
+
+def test_pickle_only_model_on_gcs_is_refused(gcs_emulator):
+  from models import loading
+  with FileSystems.create(f"{gcs_emulator}/models/pickled/pytorch_model.bin") as f:
+    f.write(b"pickle")
+  with FileSystems.create(f"{gcs_emulator}/models/pickled/config.json") as f:
+    f.write(b"{}")
+  with pytest.raises(loading.ModelNotFoundError, match="pickle checkpoints are not"):
+    loading.resolve_model(f"{gcs_emulator}/models/pickled", "scorer")

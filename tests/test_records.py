@@ -96,3 +96,10 @@ def test_prompts_by_name_and_file(tmp_path):
   f.write_text("no placeholder")
   with pytest.raises(ValueError, match="exactly once"):
     resolve_prompt(f"@{f}")
+
+
+def test_progress_line_has_rate_and_time_left():
+  from transforms.metrics import progress_line
+  line = progress_line("scored", 50, 200, 10.0)
+  assert "50/200" in line and "5.0 docs/s" in line and "0.5 min left" in line
+  assert progress_line("scored", 5, 0, 1.0) == "scored: 5 documents, 5.0 docs/s"
