@@ -1,0 +1,193 @@
+"""How well does the Ask-LLM score separate educational from non-educational documents?
+
+Measures the ROC AUC of several Ask-LLM score variants for FineWeb-Edu annotated documents:
+positives have edu_score >= 3 (all of them), negatives edu_score <= 1 (a fixed-seed sample).
+
+One forward pass per (prompt wording, chat template on/off) gives the next-token
+distribution at the answer position; from it several scores are computed:
+  p_yes         P(yes) over {yes, Yes} (with/without leading space): the pipeline's score
+  p_yes_lower   P(yes) over lowercase {yes} only
+  normalized    P(yes) / (P(yes) + P(no))   (log P(yes) - log P(no) is a monotone
+                transform of it, so it has the same AUC and is not listed)
+  norm_lower    the same with lowercase yes/no only
+Intervals are 95% stratified bootstrap percentiles; `diff` is the paired bootstrap
+interval of AUC(variant) - AUC(paper/chat/p_yes) on the same resamples, which is much
+tighter than comparing the separate intervals.
+
+Run from the repo root (a few minutes per pass on 2 CPU cores):
+  .venv/bin/python benchmarks/scorer_quality.py
+  .venv/bin/python benchmarks/scorer_quality.py --passes paper:chat,short:chat --negatives 80
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+
+from models.ask_llm import AskLLMConfig, AskLLMScorer, load_scorer, single_token_ids
+
+ALL_PASSES = ("paper:chat,paper:nochat,educational:chat,short:chat,"
+              "educational:nochat,short:nochat")
+BASELINE = "paper/chat/p_yes"
+
+
+def auc(pos, neg):
+  """P(score of a positive > score of a negative), ties counting 1/2 (Mann-Whitney U)."""
+  ranks = rankdata(np.concatenate([pos, neg]))
+  n_pos, n_neg = len(pos), len(neg)
+  return (ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def load_data(path, n_neg, seed):
+  docs = [json.loads(line) for line in open(path)]
+  pos = [d for d in docs if d["edu_score"] >= 3]
+  neg = [d for d in docs if d["edu_score"] <= 1]
+  rng = np.random.default_rng(seed)
+  neg = [neg[i] for i in sorted(rng.choice(len(neg), min(n_neg, len(neg)), replace=False))]
+  return pos + neg, np.array([1] * len(pos) + [0] * len(neg))
+
+
+def batches(prompts, budget=8192, max_size=64):
+  """Indices of prompts sorted by length, grouped so that n * longest <= budget."""
+  order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+  batch = []
+  for i in order:
+    if batch and (len(batch) + 1 > max_size or (len(batch) + 1) * len(prompts[i]) > budget):
+      yield batch
+      batch = []
+    batch.append(i)
+  if batch:
+    yield batch
+
+
+def answer_logprobs(scorer, prompts, token_ids):
+  """log P(token) at the answer position for each prompt, [N, len(token_ids)].
+
+  The same forward pass as AskLLMScorer.score_ids (left padding, position_ids,
+  logits_to_keep=1), keeping the probabilities of single tokens instead of their sums.
+  """
+  out = np.zeros((len(prompts), len(token_ids)))
+  for idx in batches(prompts):
+    width = max(len(prompts[i]) for i in idx)
+    ids = torch.full((len(idx), width), scorer.pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, i in enumerate(idx):
+      ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+      mask[row, width - len(prompts[i]):] = 1
+    with torch.inference_mode():
+      logits = scorer.model(input_ids=ids, attention_mask=mask,
+                            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                            logits_to_keep=1).logits[:, -1, :]
+      out[idx] = torch.log_softmax(logits.float(), -1)[:, token_ids].double().numpy()
+  return out
+
+
+def score_variants(logp, cols):
+  """Score variants from the per-token log-probabilities (cols: name -> column indices)."""
+  p = np.exp(logp)
+  yes, no = p[:, cols["yes"]].sum(1), p[:, cols["no"]].sum(1)
+  yes_l, no_l = p[:, cols["yes_lower"]].sum(1), p[:, cols["no_lower"]].sum(1)
+  return {"p_yes": yes, "p_yes_lower": yes_l, "normalized": yes / (yes + no),
+          "norm_lower": yes_l / (yes_l + no_l)}
+
+
+def report(args, labels, scores, passes, groups, final):
+  """AUCs with bootstrap intervals; writes --out (after every pass), prints the table at the end."""
+  # Stratified bootstrap, the same resamples for every variant (paired differences).
+  rng = np.random.default_rng(args.seed + 1)
+  pos_i, neg_i = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+  boots = [(rng.choice(pos_i, len(pos_i)), rng.choice(neg_i, len(neg_i)))
+           for _ in range(args.bootstrap)]
+  base_name = BASELINE if BASELINE in scores else next(iter(scores))
+  boot = {k: np.array([auc(s[p], s[n]) for p, n in boots]) for k, s in scores.items()}
+  results = []
+  for k, s in scores.items():
+    d = boot[k] - boot[base_name]
+    diff = None if k == base_name else {"mean": d.mean(), "ci95": np.percentile(d, [2.5, 97.5]).tolist(),
+                                        "frac_le_0": (d <= 0).mean()}
+    results.append({"variant": k, "auc": auc(s[pos_i], s[neg_i]),
+                    "ci95": np.percentile(boot[k], [2.5, 97.5]).tolist(), "se": boot[k].std(),
+                    "diff_vs_baseline": diff})
+  results.sort(key=lambda r: -r["auc"])
+  out = {"data": args.data, "positives": int(labels.sum()), "negatives": int((1 - labels).sum()),
+         "max_tokens": args.max_tokens, "seed": args.seed, "bootstrap": args.bootstrap,
+         "baseline": base_name, "yes_no_token_ids": groups, "passes": passes,
+         "results": results, "best": results[0]["variant"], "complete": final}
+  with open(args.out, "w") as f:
+    json.dump(out, f, indent=1, default=float)
+  if not final:
+    return
+  print(f"\n{'variant':32s} {'AUC':>6s} {'95% CI':>15s} {'SE':>6s}   diff vs {base_name} [95% CI]")
+  for r in results:
+    dv = r["diff_vs_baseline"]
+    dtxt = f"{dv['mean']:+.3f} [{dv['ci95'][0]:+.3f}, {dv['ci95'][1]:+.3f}]" if dv else "(baseline)"
+    print(f"{r['variant']:32s} {r['auc']:6.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] "
+          f"{r['se']:6.3f}   {dtxt}")
+  print(f"\nbest: {results[0]['variant']} (AUC {results[0]['auc']:.3f})")
+  print(f"wrote {args.out}")
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--data", default="/work/shared/data/fineweb_edu_annotated_dev.jsonl")
+  ap.add_argument("--negatives", type=int, default=160, help="negatives sampled (seeded)")
+  ap.add_argument("--max_tokens", type=int, default=512)
+  ap.add_argument("--passes", default=ALL_PASSES,
+                  help="comma-separated PROMPT:chat|nochat, run in this order")
+  ap.add_argument("--budget_minutes", type=float, default=25,
+                  help="after the first 4 passes, start no pass that would end after "
+                  "this (0: no limit)")
+  ap.add_argument("--bootstrap", type=int, default=2000)
+  ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--out", default="/tmp/scorer_quality.json")
+  args = ap.parse_args()
+
+  docs, labels = load_data(args.data, args.negatives, args.seed)
+  print(f"{labels.sum()} positives (edu>=3), {(1 - labels).sum()} negatives (edu<=1)",
+        flush=True)
+  base = load_scorer(AskLLMConfig(device="cpu", max_tokens=args.max_tokens))
+  tok = base.tokenizer
+  groups = {"yes": single_token_ids(tok, ["yes", "Yes"]), "no": single_token_ids(tok, ["no", "No"]),
+            "yes_lower": single_token_ids(tok, ["yes"]), "no_lower": single_token_ids(tok, ["no"])}
+  token_ids = sorted(set(sum(groups.values(), [])))
+  cols = {k: [token_ids.index(t) for t in v] for k, v in groups.items()}
+
+  scores, passes, t0 = {}, [], time.perf_counter()
+  for spec in args.passes.split(","):
+    spent = time.perf_counter() - t0
+    if len(passes) >= 4 and args.budget_minutes and spent + passes[-1]["seconds"] > 60 * args.budget_minutes:
+      print(f"skipping {spec} and later passes: over --budget_minutes", flush=True)
+      break
+    prompt, chat = spec.split(":")
+    config = AskLLMConfig(device="cpu", max_tokens=args.max_tokens, prompt=prompt,
+                          chat_template="on" if chat == "chat" else "off")
+    scorer = AskLLMScorer(base.model, tok, config, "cpu")
+    prompts = [scorer.encode(d["text"]) for d in docs]
+    start = time.perf_counter()
+    logp = answer_logprobs(scorer, prompts, token_ids)
+    secs = time.perf_counter() - start
+    n_tok = sum(map(len, prompts))
+    if not passes:  # the shared forward pass must reproduce the pipeline's score
+      check = scorer.score_ids(prompts[:4])[:, 0]
+      mine = np.exp(logp[:4][:, cols["yes"]]).sum(1)
+      assert np.allclose(check, mine, rtol=1e-4, atol=1e-6), (check, mine)
+    for name, s in score_variants(logp, cols).items():
+      scores[f"{prompt}/{chat}/{name}"] = s
+    mass = np.exp(logp[:, cols["yes"] + cols["no"]]).sum(1)
+    passes.append({"pass": spec, "tokens": n_tok, "seconds": round(secs, 1),
+                   "tokens_per_s": round(n_tok / secs), "mean_p_yes_plus_p_no": mass.mean()})
+    print(f"pass {spec}: {n_tok} tokens in {secs:.0f} s ({n_tok / secs:.0f} tok/s), "
+          f"mean P(yes)+P(no) = {mass.mean():.3f}", flush=True)
+    report(args, labels, scores, passes, groups, final=False)
+  report(args, labels, scores, passes, groups, final=True)
+
+
+if __name__ == "__main__":
+  main()
