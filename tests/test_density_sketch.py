@@ -65,7 +65,7 @@ def test_params_round_trip_and_validation():
   del classic["groups"]  # params saved without the field read as the classic family
   assert ds.SketchParams.from_dict(classic).groups == 0
   for bad in (dict(rows=0), dict(buckets=0), dict(buckets=2**31), dict(width=0.0),
-              dict(width=float("nan")), dict(hashes_per_row=9), dict(groups=2),
+              dict(width=float("nan")), dict(hashes_per_row=17), dict(groups=2),
               dict(groups=7), dict(groups=3, hashes_per_row=1),
               dict(groups=3, hashes_per_row=17)):
     with pytest.raises(ValueError):
@@ -88,8 +88,8 @@ def test_hashes_come_from_the_seed_only(family):
 # --- bucket ids --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("family,k,groups", [("independent", 3, 0), ("independent", 8, 0),
-                                             ("shared", 5, 3), ("shared", 4, 5),
-                                             ("shared", 12, 4)])
+                                             ("independent", 13, 0), ("shared", 5, 3),
+                                             ("shared", 4, 5), ("shared", 12, 4)])
 def test_same_bucket_iff_same_k_tuple_of_p_stable_ids(family, k, groups):
   # With 2^31 - 1 buckets, spurious collisions of different K-tuples have probability
   # ~1e-9: two documents share a row's bucket exactly when all K of its ids agree.
@@ -391,3 +391,12 @@ def test_auto_width_scales_with_k_and_distance():
   assert ds.auto_bucket_width(x, 2, max_docs=100) == ds.auto_bucket_width(x, 2, max_docs=100)
   with pytest.raises(ValueError):
     ds.auto_bucket_width(np.ones((5, 16)), 2)
+
+
+def test_recommended_params():
+  x = _emb(300, dim=16, seed=1, clusters=30)
+  p = ds.recommended_params(x, seed=5)
+  assert (p.dim, p.rows, p.buckets, p.hashes_per_row, p.groups, p.seed) == (
+      16, 1000, 20000, 8, 32, 5)
+  assert p.bucket_width == pytest.approx(ds.auto_bucket_width(x, 8))
+  assert ds.recommended_params(x, bucket_width=0.5, groups=0).groups == 0
