@@ -89,7 +89,7 @@ class SketchOptions:
   """The sketch's shape; bucket_width None means `auto` (from a sample of the data)."""
   rows: int = 1000
   buckets: int = 20000
-  hashes_per_row: int = 4
+  hashes_per_row: int = 8
   bucket_width: Optional[float] = None
   seed: int = 0
   auto_sample: int = 500
