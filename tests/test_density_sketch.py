@@ -1,5 +1,6 @@
 """Density sketch: hashes, counts, merging, coder, Beam CombineFn, artifact, kernel."""
 import collections
+import dataclasses
 import math
 import pickle
 
@@ -178,6 +179,8 @@ def test_counts_and_density_equal_brute_force(monkeypatch, family, n, seed, chun
   collide = (ids[:, None, :] == ids[None, :, :]).sum(1).mean(1)
   np.testing.assert_allclose(ds.density(x, sketch, hashes, chunk_size=chunk), collide)
   np.testing.assert_allclose(sketch.density(x, normalize=True), collide / n)
+  np.testing.assert_allclose(sketch.density(x, debias=True),
+                             (collide - n / buckets) * buckets / (buckets - 1))
   assert np.all(collide >= 1)
 
 
@@ -380,6 +383,11 @@ def test_sketch_density_estimates_the_exact_kernel(family):
   est = ds.sketch_from_embeddings([x], p).density(x)
   assert np.corrcoef(exact, est)[0, 1] > 0.95
   np.testing.assert_allclose(est.mean(), exact.mean(), rtol=0.1)
+  # with few buckets, spurious collisions add ~n/B to every raw count; debias removes it
+  few = dataclasses.replace(p, buckets=8)
+  sketch = ds.sketch_from_embeddings([x], few)
+  assert sketch.density(x).mean() > exact.mean() + 0.8 * 200 / 8
+  np.testing.assert_allclose(sketch.density(x, debias=True).mean(), exact.mean(), rtol=0.1)
 
 
 def test_auto_width_scales_with_k_and_distance():
