@@ -100,6 +100,15 @@ def _bool(value: str) -> bool:
 _FLAG = dict(nargs="?", const=True, default=False, type=_bool, metavar="true|false")
 
 
+def _groups(value: str):
+  if value == "auto":
+    return None
+  g = int(value)
+  if g < 0:
+    raise argparse.ArgumentTypeError("must be auto, 0 (independent rows) or a positive integer")
+  return g
+
+
 def _width(value: str):
   if value == "auto":
     return None
@@ -203,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
                   help="Bucket width of the p-stable hashes, or auto (from the distances "
                        "of a sample of the data). Default: "
                        f"{DEFAULT_SKETCH.bucket_width or 'auto'}.")
+  dn.add_argument("--sketch_groups", type=_groups, default=DEFAULT_SKETCH.groups,
+                  help="Rows draw their K projections from this many shared groups "
+                       "(needs groups^2 >= R >= groups and K >= 2): auto = ceil(sqrt(R)), "
+                       "~5x faster, the same selection in our benchmarks; 0 = independent "
+                       "rows (closer density ranks). Default: auto.")
   dn.add_argument("--sketch_from", default=None,
                   help="Score against a saved sketch (an earlier run's sketch.npz, local "
                        "or gs://) instead of building one.")
@@ -320,6 +334,16 @@ def _existing_outputs(output: str) -> List[str]:
 
 def check_sampler_options(args) -> None:
   """Options that only make sense together, with a message that says what to fix."""
+  if args.sampler in DENSITY_SAMPLERS and not args.sketch_from:
+    options = sketch_options(args)
+    try:  # The sketch's own checks, before any worker starts (dim and width come later).
+      density_sketch.SketchParams(1, options.rows, options.buckets, options.hashes_per_row,
+                                  1.0, options.seed, options.resolved_groups())
+    except ValueError as e:
+      raise UsageError(f"sketch options --sketch_rows={options.rows} --sketch_groups="
+                       f"{options.resolved_groups()} --hashes_per_row="
+                       f"{options.hashes_per_row}: {e} (hashes_per_row is 1-16, 2-16 with "
+                       "groups; groups needs groups^2 >= rows >= groups)") from e
   if args.sketch_from and args.sampler not in DENSITY_SAMPLERS:
     raise UsageError(f"--sketch_from is used by the samplers {', '.join(DENSITY_SAMPLERS)}")
   if args.sketch_from and not FileSystems.exists(args.sketch_from):
@@ -512,7 +536,7 @@ def embedding_config(args) -> EmbeddingConfig:
 def sketch_options(args) -> SketchOptions:
   return SketchOptions(rows=args.sketch_rows, buckets=args.sketch_buckets,
                        hashes_per_row=args.hashes_per_row, bucket_width=args.bucket_width,
-                       seed=args.seed)
+                       seed=args.seed, groups=args.sketch_groups)
 
 
 def ask_llm_key(doc):

@@ -42,6 +42,7 @@ REGEXES: Dict[str, str] = {
     "model": rf"^(default|gs://{_BUCKET}/.+)$",
     "bool": r"^(true|false)$",
     "positive_int": r"^[1-9][0-9]*$",
+    "nonnegative_int": r"^[0-9]+$",
     "int": r"^-?[0-9]+$",
     # (0, 1]
     "fraction": r"^(0?\.[0-9]*[1-9][0-9]*|1(\.0*)?)$",
@@ -135,6 +136,8 @@ def kind_of(action: argparse.Action) -> str:
   ok_big, _ = _probe(t, "1.5")
   if ok1 and type(one) is int and not ok0:
     return "positive_int"
+  if ok1 and type(one) is int and ok0 and not _probe(t, "-1")[0]:
+    return "nonnegative_int"
   if ok_half and half == 0.5 and ok1 and not ok0 and not ok_big:
     return "fraction"
   if ok_half and half == 0.5 and not ok0:
@@ -148,7 +151,7 @@ def kind_of(action: argparse.Action) -> str:
 def accepted_words(action: argparse.Action) -> List[str]:
   """Words such as 'auto' that a numeric option's type accepts besides numbers."""
   if action.type in (None, str) or kind_of(action) not in (
-      "positive_int", "int", "fraction", "positive_float", "float"):
+      "positive_int", "nonnegative_int", "int", "fraction", "positive_float", "float"):
     return []
   return [w for w in _WORDS if _probe(action.type, w)[0]]
 

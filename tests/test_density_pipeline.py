@@ -63,9 +63,11 @@ def test_density_sampling_is_deterministic_and_downweights_duplicates(tmp_path, 
   assert ids == _selected_ids(out2) == _selected_ids(out3)
   scores = {s["id"]: s for s in read_jsonl(os.path.join(out1, "scores", "*.jsonl"))}
   assert len(scores) == 80
-  # The 20 identical copies share every bucket: density >= 20, weight <= 1/20.
+  # The 20 identical copies share every bucket: raw count >= 20, and debiased (minus the
+  # n/B spurious collisions, times B/(B-1)) >= (20 - 80/512) * 512/511.
   dup = [s for i, s in scores.items() if i.startswith("dup")]
-  assert all(s["density"] >= 20 for s in dup)
+  assert all(s["density"] >= (20 - 80 / 512) * 512 / 511 - 1e-4 for s in dup)
+  assert all(s["density"] >= 1 for s in scores.values())
   assert all(s["sampling_weight"] == pytest.approx(1 / s["density"]) for s in scores.values())
   # Fewer copies are drawn than their 25% share of the corpus would give at random.
   assert sum(i.startswith("dup") for i in ids) < 5
@@ -73,6 +75,7 @@ def test_density_sampling_is_deterministic_and_downweights_duplicates(tmp_path, 
   sketch = density_sketch.load_sketch(os.path.join(out1, "sketch.npz"))
   assert sketch.n == 80 and (sketch.counts.sum(axis=1) == 80).all()
   assert sketch.params.rows == 64 and sketch.params.buckets == 512
+  assert sketch.params.groups == 8  # auto: ceil(sqrt(64)) shared projection groups
   assert m1["models"]["embedding"] == tiny_bert_dir and m1["counts"]["embedded"] == 80
 
   out4, _ = _run(tmp_path, tiny_bert_dir, "d", "--sampler=density",
@@ -80,6 +83,23 @@ def test_density_sampling_is_deterministic_and_downweights_duplicates(tmp_path, 
   again = {s["id"]: s["density"] for s in read_jsonl(os.path.join(out4, "scores", "*.jsonl"))}
   assert again == pytest.approx({i: s["density"] for i, s in scores.items()})
   assert not os.path.exists(os.path.join(out4, "sketch.npz"))
+
+  # Independent rows: another hash family, the same behaviour on the duplicates.
+  out5, m5 = _run(tmp_path, tiny_bert_dir, "e", "--sampler=density", "--sketch_groups=0")
+  assert density_sketch.load_sketch(os.path.join(out5, "sketch.npz")).params.groups == 0
+  assert m5["counts"]["selected"] == 20 and sum(i.startswith("dup") for i in _selected_ids(out5)) < 5
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--sketch_groups=3"], "groups^2 >= rows"),
+    (["--hashes_per_row=17"], "hashes_per_row=17"),
+    (["--hashes_per_row=1", "--sketch_groups=8"], "hashes_per_row=1"),
+])
+def test_bad_sketch_options_fail_before_the_run(tmp_path, tiny_bert_dir, extra, message):
+  _corpus(str(tmp_path / "in"), n=4, dupes=1)
+  with pytest.raises(select_data.UsageError, match=message.replace("^", r"\^")):
+    _run(tmp_path, tiny_bert_dir, "bad", "--sampler=density", *extra)
+  assert not os.path.exists(tmp_path / "bad")
 
 
 def test_random_and_ask_llm_density(tmp_path, tiny_bert_dir, tiny_causal_lm_dir):

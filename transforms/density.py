@@ -86,13 +86,23 @@ class _SketchWithParamsFromSideInput(ds.DensitySketchCombineFn):
 
 @dataclasses.dataclass(frozen=True)
 class SketchOptions:
-  """The sketch's shape; bucket_width None means `auto` (from a sample of the data)."""
+  """The sketch's shape; bucket_width None means `auto` (from a sample of the data);
+  groups None means `auto`: ceil(sqrt(rows)) shared projection groups (see
+  density_sketch.py), ~5x faster than independent rows with the same selection quality
+  in benchmarks/density_selection.py; 0 means independent rows (sharper density ranks)."""
   rows: int = 1000
   buckets: int = 20000
   hashes_per_row: int = 8
   bucket_width: Optional[float] = None
   seed: int = 0
   auto_sample: int = 500
+  groups: Optional[int] = None
+
+  def resolved_groups(self) -> int:
+    if self.groups is not None:
+      return self.groups
+    # Shared groups need K >= 2 (a left and a right half per row).
+    return math.isqrt(self.rows - 1) + 1 if self.hashes_per_row >= 2 else 0
 
 
 def _embeddings_batch(docs):
@@ -107,7 +117,7 @@ def _params_from_sample(sample, options: SketchOptions) -> ds.SketchParams:
     _LOG.info("auto bucket width %.4f from %d sampled embeddings", width, emb.shape[0])
   return ds.SketchParams(dim=emb.shape[1], rows=options.rows, buckets=options.buckets,
                          hashes_per_row=options.hashes_per_row, bucket_width=float(width),
-                         seed=options.seed)
+                         seed=options.seed, groups=options.resolved_groups())
 
 
 class BuildSketch(beam.PTransform):
@@ -149,15 +159,21 @@ class _AttachDensity(beam.DoFn):
     stage_clock("density")
     if self._hashes_for != sketch.params:
       self._hashes, self._hashes_for = ds.make_hashes(sketch.params), sketch.params
-    dens = ds.density(_embeddings_batch(batch), sketch, self._hashes)
-    weights = ips_weight(dens)
+    # Debiased: at scale n/B is large and spurious bucket collisions drown a sharp kernel
+    # (near-copy share 0.40 raw vs 0.14 debiased at n/B = 47). Every document scores at
+    # least 1 (itself), which also bounds the weight of a document outside a loaded sketch.
+    dens = np.maximum(ds.density(_embeddings_batch(batch), sketch, self._hashes,
+                                 debias=True), 1.0)
+    weights = ips_weight(dens, min_density=1.0)
     for doc, d, w in zip(batch, dens, np.atleast_1d(weights)):
       yield dataclasses.replace(doc, embedding=None).with_scores(
           density=float(d), sampling_weight=float(w))
 
 
 class AttachDensity(beam.PTransform):
-  """Adds `density` (mean sketch count over rows) and `sampling_weight` (1/density)."""
+  """Adds `density` (mean sketch count over rows minus the expected spurious collisions,
+  at least 1: an estimate of how many documents lie within the kernel, itself included)
+  and `sampling_weight` (1/density)."""
 
   def __init__(self, sketch, seed: int = 0):
     super().__init__()
