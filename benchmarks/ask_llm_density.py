@@ -23,8 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from beam_pipelines import select_data  # noqa: E402
 from transforms import density_sketch as ds  # noqa: E402
-from transforms.density import SketchOptions, _params_from_sample  # noqa: E402
-from transforms.sampling import ips_weight, sampling_key  # noqa: E402
+from transforms.density import SketchOptions, _params_from_sample, density_and_weight  # noqa: E402
+from transforms.sampling import sampling_key  # noqa: E402
 
 
 def _cached(path, compute):
@@ -90,8 +90,7 @@ def main():
   opts = SketchOptions()
   params = _params_from_sample(list(emb[:opts.auto_sample]), opts)
   sketch = ds.sketch_from_embeddings([emb], params)
-  dens = ds.density(emb, sketch)
-  w = ips_weight(dens)
+  dens, w = density_and_weight(emb, sketch)  # as the job computes them
   n = len(ids)
   k = int(n * a.keep)
   everyone = list(range(n))

@@ -147,6 +147,17 @@ class BuildSketch(beam.PTransform):
         _SketchWithParamsFromSideInput(), beam.pvalue.AsSingleton(params))
 
 
+def density_and_weight(emb: np.ndarray, sketch: ds.Sketch, hashes=None):
+  """The job's `density` and `sampling_weight` of [N, dim] embeddings.
+
+  Debiased: at scale n/B is large and chance bucket collisions drown a sharp kernel
+  (near-copy share 0.40 raw vs 0.14 debiased at n/B = 47, benchmarks/density_selection.py).
+  Every document scores at least 1 (itself), which also bounds the weight of a document
+  scored against a loaded sketch that does not contain it."""
+  dens = np.maximum(ds.density(emb, sketch, hashes, debias=True), 1.0)
+  return dens, ips_weight(dens, min_density=1.0)
+
+
 class _AttachDensity(beam.DoFn):
   """Scores a batch of documents against the sketch; drops their embeddings."""
 
@@ -159,12 +170,7 @@ class _AttachDensity(beam.DoFn):
     stage_clock("density")
     if self._hashes_for != sketch.params:
       self._hashes, self._hashes_for = ds.make_hashes(sketch.params), sketch.params
-    # Debiased: at scale n/B is large and spurious bucket collisions drown a sharp kernel
-    # (near-copy share 0.40 raw vs 0.14 debiased at n/B = 47). Every document scores at
-    # least 1 (itself), which also bounds the weight of a document outside a loaded sketch.
-    dens = np.maximum(ds.density(_embeddings_batch(batch), sketch, self._hashes,
-                                 debias=True), 1.0)
-    weights = ips_weight(dens, min_density=1.0)
+    dens, weights = density_and_weight(_embeddings_batch(batch), sketch, self._hashes)
     for doc, d, w in zip(batch, dens, np.atleast_1d(weights)):
       yield dataclasses.replace(doc, embedding=None).with_scores(
           density=float(d), sampling_weight=float(w))
