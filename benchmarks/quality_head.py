@@ -430,8 +430,9 @@ def main():
                        "Default: all labelled documents.")
   ap.add_argument("--folds", type=int, default=5)
   ap.add_argument("--l2_grid", default=L2_GRID, help=f"Default: {L2_GRID}.")
-  ap.add_argument("--current_l2", type=float, default=1e-3,
-                  help="The current --head_l2 default, also reported. Default: 1e-3.")
+  ap.add_argument("--current_l2", type=float, default=None,
+                  help="An l2 also reported in the method table. Default: the job's "
+                       "--head_l2 default.")
   ap.add_argument("--bootstrap", type=int, default=2000)
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--speed_docs", type=int, default=200, help="part 2: the first N documents")
@@ -475,6 +476,8 @@ def main():
         f"{torch.get_num_threads()}", flush=True)
 
   default_args, _ = select_data.parse_args(["--input=unused", "--output=unused"])
+  if args.current_l2 is None:
+    args.current_l2 = default_args.head_l2
   emb_cfg = select_data.embedding_config(default_args)
   llm_cfg = select_data.ask_llm_config(default_args)
   ppl_cfg = select_data.perplexity_config(default_args)
