@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
   dn.add_argument("--sketch_groups", type=_groups, default=DEFAULT_SKETCH.groups,
                   help="Rows draw their K projections from this many shared groups "
                        "(needs groups^2 >= R >= groups and K >= 2): auto = ceil(sqrt(R)), "
-                       "~5x faster, the same selection in our benchmarks; 0 = independent "
+                       "5-8x faster, the same selection in our benchmarks; 0 = independent "
                        "rows (closer density ranks). Default: auto.")
   dn.add_argument("--sketch_from", default=None,
                   help="Score against a saved sketch (an earlier run's sketch.npz, local "

@@ -7,6 +7,8 @@ reference (the whole N x R*K projection matrix in one go, np.add.at) runs on a s
 
   .venv/bin/python benchmarks/sketch_speed.py                 # 1M docs, R=1000, B=20000
   .venv/bin/python benchmarks/sketch_speed.py --threads 1,2   # per core and both cores
+  .venv/bin/python benchmarks/sketch_speed.py --threads 1 --variants \
+      '[{"family":"sqrt","k":8,"chunk":16384},{"family":"sqrt","k":8,"chunk":16384,"procs":2}]'
   .venv/bin/python benchmarks/sketch_speed.py --repeat 3 --variants \
       '[{"family":"naive","k":8,"chunk":0},{"family":"sqrt","k":8,"chunk":16384}]'
 """
@@ -99,6 +101,63 @@ def _fast(np, ds, params, n_docs, chunk):
   return build, score, cpu_build, cpu_score, rss0, tracemalloc.get_traced_memory()[1] / 2**20
 
 
+# Shared with forked workers (copy-on-write), as Beam shares a side input on a VM.
+_SHARED = {}
+
+
+def _worker_build(w, procs, chunk):
+  np, ds, params, hashes, emb = (_SHARED[k] for k in ("np", "ds", "params", "hashes", "emb"))
+  counts = ds.new_counts(params)
+  for s in range(w * chunk, emb.shape[0], procs * chunk):
+    ds._add_embeddings(counts, np.asarray(emb[s:s + chunk]), params, hashes, chunk)
+  return counts  # pickled back to the parent: the cost of shipping an accumulator
+
+
+def _worker_score(w, procs, chunk):
+  np, ds, hashes, emb, sketch = (_SHARED[k] for k in ("np", "ds", "hashes", "emb", "sketch"))
+  lo = float("inf")
+  for s in range(w * chunk, emb.shape[0], procs * chunk):
+    lo = min(lo, ds.density(np.asarray(emb[s:s + chunk]), sketch, hashes, chunk_size=chunk).min())
+  return lo
+
+
+def _parallel(np, ds, params, n_docs, chunk, procs):
+  """`procs` processes, as `procs` Beam workers would run the job: each builds a partial
+  sketch over its share of the chunks, the parent merges them (CombineFn merge), then each
+  scores its share against the merged sketch (side input). Embeddings come from a
+  memory-mapped .npy written before timing (Beam workers read their input too)."""
+  import multiprocessing
+  import tempfile
+  path = os.path.join(tempfile.mkdtemp(prefix="sketch_speed_"), "emb.npy")
+  emb = np.lib.format.open_memmap(path, "w+", np.float32, (n_docs, DIM))
+  for i, x in enumerate(_chunks(np, n_docs, chunk)):
+    emb[i * chunk:i * chunk + len(x)] = x
+  emb.flush()
+  del emb
+  hashes = ds.make_hashes(params)
+  _SHARED.update(np=np, ds=ds, params=params, hashes=hashes,
+                 emb=np.load(path, mmap_mode="r"))
+  np.asarray(_SHARED["emb"]).sum()  # into the page cache, outside timing
+  ctx = multiprocessing.get_context("fork")
+  rss0 = _rss_mb()
+  t0, c0 = time.perf_counter(), time.process_time()
+  with ctx.Pool(procs) as pool:
+    parts = pool.starmap(_worker_build, [(w, procs, chunk) for w in range(procs)])
+  counts, n = None, 0
+  for part in parts:
+    counts, n = ds.sketch_merge(counts, n, part, int(part[0].sum()))
+  del parts
+  t1, c1 = time.perf_counter(), time.process_time()
+  _SHARED["sketch"] = ds.Sketch(params, counts, n)
+  with ctx.Pool(procs) as pool:
+    lo = min(pool.starmap(_worker_score, [(w, procs, chunk) for w in range(procs)]))
+  t2, c2 = time.perf_counter(), time.process_time()
+  assert lo >= 1 and n == n_docs and counts.sum() == n * params.rows
+  os.remove(path)
+  # CPU time of the workers is not in this process: report the wall-clock rates only.
+  return t1 - t0, t2 - t1, float("nan"), float("nan"), rss0, float("nan")
+
+
 def child(spec):
   import numpy as np
   from transforms import density_sketch as ds
@@ -109,10 +168,14 @@ def child(spec):
   base_peak = _maxrss_mb()
   if spec["family"] == "naive":
     build, score, cpu_b, cpu_s, rss0, arrays = _naive(np, ds, params, spec["docs"])
+  elif spec.get("procs", 1) > 1:
+    build, score, cpu_b, cpu_s, rss0, arrays = _parallel(np, ds, params, spec["docs"],
+                                                         spec["chunk"], spec["procs"])
   else:
     build, score, cpu_b, cpu_s, rss0, arrays = _fast(np, ds, params, spec["docs"], spec["chunk"])
   peak = _maxrss_mb()
   print(json.dumps(dict(spec, build_docs_s=spec["docs"] / build,
+                        both_docs_s=spec["docs"] / (build + score),
                         score_docs_s=spec["docs"] / score, build_docs_cpu_s=spec["docs"] / cpu_b,
                         score_docs_cpu_s=spec["docs"] / cpu_s, rss_start_mb=rss0,
                         peak_rss_mb=peak, peak_before_run_mb=base_peak,
@@ -134,8 +197,10 @@ def _report(threads, variants, runs, upto=None):
     best = (f" [{max(x['build_docs_s'] for x in runs[i]):.0f}/"
             f"{max(x['score_docs_s'] for x in runs[i]):.0f}]" if len(runs[i]) > 1 else "")
     ratio = f"{b / ref[0]:4.1f}/{sc / ref[1]:<4.1f}" if ref and v["family"] != "naive" else ""
-    print(f"{threads:>7} {v['family']:>6} {v['k']:>2} {v['chunk']:>6} {r['docs']:>8} "
-          f"{b:>9.0f} {sc:>9.0f} {ratio:>9} {med(i, 'peak_rss_mb'):>8.0f} "
+    family = v["family"] + (f" x{v['procs']}" if v.get("procs", 1) > 1 else "")
+    print(f"{threads:>7} {family:>9} {v['k']:>2} {v['chunk']:>6} {r['docs']:>8} "
+          f"{b:>9.0f} {sc:>9.0f} {med(i, 'both_docs_s'):>9.0f} {ratio:>9} "
+          f"{med(i, 'peak_rss_mb'):>8.0f} "
           f"{med(i, 'peak_growth_mb'):>7.0f} {med(i, 'array_peak_mb'):>7.0f} "
           f"{v['chunk'] * DIM * 4 / 2**20:>8.0f} {med(i, 'build_docs_cpu_s'):>9.0f} "
           f"{med(i, 'score_docs_cpu_s'):>9.0f}{best}", flush=True)
@@ -166,8 +231,8 @@ def main():
   sketch_mb = ROWS * BUCKETS * 4 / 2**20
   print(f"R={ROWS} B={BUCKETS} dim={DIM}; int32 sketch {sketch_mb:.0f} MB; "
         f"{os.cpu_count()} cores; load avg {os.getloadavg()[0]:.1f}", flush=True)
-  print(f"{'threads':>7} {'family':>6} {'K':>2} {'chunk':>6} {'docs':>8} {'build/s':>9} "
-        f"{'score/s':>9} {'vs naive':>9} {'peak MB':>8} {'growth':>7} {'arrays':>7} {'chunk MB':>8} "
+  print(f"{'threads':>7} {'family':>9} {'K':>2} {'chunk':>6} {'docs':>8} {'build/s':>9} "
+        f"{'score/s':>9} {'both/s':>9} {'vs naive':>9} {'peak MB':>8} {'growth':>7} {'arrays':>7} {'chunk MB':>8} "
         f"{'build/cpu':>9} {'score/cpu':>9}")
   for threads in args.threads.split(","):
     env = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads,
@@ -189,7 +254,11 @@ def main():
       _report(threads, variants, runs)
   print("indep: independent rows (groups=0); R/4, R/8, sqrt: rows sharing R/4, R/8, "
         "ceil(sqrt(R)) projection groups (the chunk is capped at 2^21/groups docs).")
-  print("build/s, score/s: docs per wall-clock second; build/cpu, score/cpu: docs per "
+  print("x2: two worker processes (1 BLAS thread each) as two Beam workers: partial "
+        "sketches, merged in the parent, then scoring against the merged sketch; peak "
+        "memory columns are the parent's only.")
+  print("both/s: docs per wall-clock second for build and score together. "
+        "build/s, score/s: docs per wall-clock second; build/cpu, score/cpu: docs per "
         "CPU-second of this process (all its threads), which other users' load on the "
         "machine distorts much less.")
   print("vs naive: build/score speed-up over the naive reference with the same K, "

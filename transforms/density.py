@@ -88,7 +88,7 @@ class _SketchWithParamsFromSideInput(ds.DensitySketchCombineFn):
 class SketchOptions:
   """The sketch's shape; bucket_width None means `auto` (from a sample of the data);
   groups None means `auto`: ceil(sqrt(rows)) shared projection groups (see
-  density_sketch.py), ~5x faster than independent rows with the same selection quality
+  density_sketch.py), 5-8x faster than independent rows with the same selection quality
   in benchmarks/density_selection.py; 0 means independent rows (sharper density ranks)."""
   rows: int = 1000
   buckets: int = 20000
