@@ -656,6 +656,13 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
     with FileSystems.open(fit_path) as f:
       metrics["quality_head"] = {"teacher_documents": metrics["counts"].get("teacher", 0),
                                  "fit_on_held_back": json.loads(f.read())}
+  if args.sampler in DENSITY_SAMPLERS:
+    # The sketch's actual parameters: the auto width and groups are decided in the job.
+    sketch_path = args.sketch_from or FileSystems.join(args.output, SKETCH_FILE)
+    if FileSystems.exists(sketch_path):
+      sketch = density_sketch.load_sketch(sketch_path, verify=False)
+      metrics["sketch"] = {**sketch.params.to_dict(), "documents": sketch.n,
+                           "path": sketch_path}
   write_json(FileSystems.join(args.output, "metrics.json"), metrics)
   c = metrics["counts"]
   _LOG.info("Done in %.1f s: read %d, valid %d, rejected %d, selected %d. Outputs in %s",

@@ -77,6 +77,9 @@ def test_density_sampling_is_deterministic_and_downweights_duplicates(tmp_path, 
   assert sketch.params.rows == 64 and sketch.params.buckets == 512
   assert sketch.params.groups == 8  # auto: ceil(sqrt(64)) shared projection groups
   assert m1["models"]["embedding"] == tiny_bert_dir and m1["counts"]["embedded"] == 80
+  assert m1["sketch"] == {**sketch.params.to_dict(), "documents": 80,
+                          "path": os.path.join(out1, "sketch.npz")}
+  assert m1["sketch"]["bucket_width"] > 0  # auto, from the sampled embeddings
 
   out4, _ = _run(tmp_path, tiny_bert_dir, "d", "--sampler=density",
                  f"--sketch_from={out1}/sketch.npz")
