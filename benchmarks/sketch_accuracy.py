@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import importlib.util
 import json
-import math
 import os
 import sys
 import time
@@ -77,8 +76,8 @@ def groups_for(spec, rows):
   if spec == "indep":
     return 0
   if spec == "sqrt":
-    return math.isqrt(rows - 1) + 1
-  return max(math.isqrt(rows - 1) + 1, rows // int(spec.split("/")[1]))
+    return ds.default_groups(rows)
+  return max(ds.default_groups(rows), rows // int(spec.split("/")[1]))
 
 
 def accuracy(emb, k, width, rows, buckets, family, seeds=(1, 2, 3), exact=None):

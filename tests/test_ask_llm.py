@@ -5,7 +5,7 @@ import apache_beam as beam
 import numpy as np
 import pytest
 import torch
-from apache_beam.ml.inference.base import RunInference
+from tests.pipeline_helpers import run_handler
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -128,11 +128,7 @@ def test_model_handler_in_run_inference(tiny_causal_lm_dir, causal):
   handler = AskLLMModelHandler(AskLLMConfig(model=tiny_causal_lm_dir, max_tokens=128,
                                             device="cpu"))
   with TestPipeline(runner="FnApiRunner") as p:
-    out = (p | beam.Create(docs)
-           | beam.SortAndBatchElements(min_batch_size=1, max_batch_size=2,
-                                       max_batch_weight=10_000,
-                                       element_size_fn=lambda d: len(d.text))
-           | RunInference(handler.with_no_batching())
+    out = (run_handler(p, docs, handler)
            | beam.Map(lambda d: (d.id, round(d.scores["p_yes"], 5))))
     assert_that(out, equal_to([(f"d{i}", round(float(s), 5)) for i, s in enumerate(expected)]))
 

@@ -6,7 +6,7 @@ import apache_beam as beam
 import numpy as np
 import pytest
 import torch
-from apache_beam.ml.inference.base import RunInference
+from tests.pipeline_helpers import run_handler
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -98,11 +98,7 @@ def test_model_handler_in_run_inference(tiny_causal_lm_dir, scorer):
                                                     max_tokens=MAX_TOKENS, device="cpu"))
   assert handler.get_metrics_namespace() == "perplexity"
   with TestPipeline(runner="FnApiRunner") as p:
-    out = (p | beam.Create(docs)
-           | beam.SortAndBatchElements(min_batch_size=1, max_batch_size=2,
-                                       max_batch_weight=10_000,
-                                       element_size_fn=lambda d: len(d.text))
-           | RunInference(handler.with_no_batching())
+    out = (run_handler(p, docs, handler)
            | beam.Map(lambda d: (d.id, round(d.scores["mean_nll"], 4),
                                  round(math.log(d.scores["perplexity"]), 4))))
     assert_that(out, equal_to([(f"d{i}", round(float(v), 4), round(float(v), 4))

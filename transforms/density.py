@@ -102,7 +102,7 @@ class SketchOptions:
     if self.groups is not None:
       return self.groups
     # Shared groups need K >= 2 (a left and a right half per row).
-    return math.isqrt(self.rows - 1) + 1 if self.hashes_per_row >= 2 else 0
+    return ds.default_groups(self.rows) if self.hashes_per_row >= 2 else 0
 
 
 def _embeddings_batch(docs):

@@ -596,6 +596,11 @@ def auto_bucket_width(sample_emb: np.ndarray, hashes_per_row: int,
   return factor * hashes_per_row * dq
 
 
+def default_groups(rows: int) -> int:
+  """ceil(sqrt(R)): the fewest shared groups whose left x right pairs cover R rows."""
+  return math.isqrt(rows - 1) + 1
+
+
 def recommended_params(sample_emb: np.ndarray, seed: int = 0, rows: int = 1000,
                        buckets: int = 20000, hashes_per_row: int = 8,
                        bucket_width="auto", groups="sqrt") -> SketchParams:
@@ -609,7 +614,7 @@ def recommended_params(sample_emb: np.ndarray, seed: int = 0, rows: int = 1000,
   if bucket_width == "auto":
     bucket_width = auto_bucket_width(sample_emb, hashes_per_row)
   if groups == "sqrt":
-    groups = math.isqrt(rows - 1) + 1
+    groups = default_groups(rows)
   return SketchParams(sample_emb.shape[1], rows, buckets, hashes_per_row, float(bucket_width),
                       seed, int(groups))
 
