@@ -14,7 +14,7 @@ import numpy as np
 from models.handler import DocumentModelHandler
 
 from models import loading
-from models.prompts import resolve_prompt, strip_delimiters
+from models.prompts import neutralize_answer_lines, resolve_prompt, strip_delimiters
 from transforms.records import Document
 
 _LOG = logging.getLogger(__name__)
@@ -99,9 +99,13 @@ class PromptEncoder:
   """Builds the prompt's token ids for a document: the frame (prompt, chat template,
   special tokens) around the document, truncated inside the delimiters."""
 
-  def __init__(self, tokenizer, config: AskLLMConfig, is_encoder_decoder: bool = False):
+  def __init__(self, tokenizer, config: AskLLMConfig, is_encoder_decoder: bool = False,
+               harden: bool = True):
     self.tokenizer = tokenizer
     self.config = config
+    # harden=False (benchmarks/prompt_injection.py only): the document as it is, without
+    # neutralize_answer_lines, to measure what the hardening changes.
+    self.harden = harden
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if config.chat_template == "on" and not has_template:
       raise ValueError("--chat_template=on but the scorer's tokenizer has no chat template")
@@ -138,6 +142,10 @@ class PromptEncoder:
   def encode(self, text: str) -> List[int]:
     """The full prompt's token ids for one document."""
     clean = strip_delimiters(text)[: self.doc_budget * MAX_CHARS_PER_TOKEN]
+    if self.harden:
+      # Lines that could pass for the judge's answer ("Answer: yes", "- yes", a fake
+      # assistant turn) are removed from what the judge reads (README, "Prompt injection").
+      clean = neutralize_answer_lines(clean)
     # split_special_tokens: a document containing "<|im_end|>" is text, not a control token.
     doc_ids = self.tokenizer(clean, add_special_tokens=False, split_special_tokens=True,
                              return_attention_mask=False)["input_ids"][: self.doc_budget]
