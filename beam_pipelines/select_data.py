@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 from typing import List, Optional
 
@@ -36,6 +37,7 @@ from transforms.density import (AttachDensity, BuildSketch, EmbedDocuments, Sket
 from transforms import quality, quality_head
 from transforms.score import ScoreAskLLM, ScorePerplexity
 from transforms.select import SelectTopK
+from transforms import write as write_lib
 from transforms.write import REJECTED_DIR, SCORES_DIR, SELECTED_DIR, WriteOutputs
 
 _LOG = logging.getLogger("select_data")
@@ -88,6 +90,26 @@ def _positive_float(value: str) -> float:
   return f
 
 
+def _seed(value: str) -> int:
+  i = int(value)
+  if not 0 <= i < 2 ** 63:
+    raise argparse.ArgumentTypeError("must be an integer from 0 to 2^63 - 1")
+  return i
+
+
+# ApproximateQuantiles keeps buffers proportional to the number of ranges (7.3 GB at
+# 100 million); 100,000 ranges suit 10 billion documents.
+MAX_RANK_PARTITIONS = 100_000
+
+
+def _rank_partitions(value: str) -> int:
+  i = _positive_int(value)
+  if i > MAX_RANK_PARTITIONS:
+    raise argparse.ArgumentTypeError(
+        f"must be at most {MAX_RANK_PARTITIONS:,} (about N / 100,000 for N documents)")
+  return i
+
+
 def _bool(value: str) -> bool:
   v = value.strip().lower()
   if v in ("true", "1", "yes"):
@@ -115,17 +137,28 @@ def _width(value: str):
   if value == "auto":
     return None
   w = float(value)
-  if not w > 0:
-    raise argparse.ArgumentTypeError("must be a positive number or auto")
+  if not w > 0 or w == float("inf"):
+    raise argparse.ArgumentTypeError("must be a positive finite number or auto")
   return w
 
 
 def _csv(value: str):
-  return tuple(v.strip() for v in value.split(",") if v.strip())
+  words = tuple(v.strip() for v in value.split(",") if v.strip())
+  if not words:
+    raise argparse.ArgumentTypeError("needs at least one word (comma-separated)")
+  return words
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse with a one-line usage on errors (the full list is 40+ lines; --help has it)."""
+
+  def error(self, message):
+    self.exit(2, f"usage: {self.prog} --input=GLOB --output=DIR [options] "
+                 f"(--help lists every option)\nerror: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
+  p = _Parser(
       prog="python -m beam_pipelines.select_data",
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
       allow_abbrev=False)
@@ -171,13 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Select floor(N * F) documents (at least 1). Default: 0.2.")
   how_many.add_argument("--keep_count", type=_positive_int, default=None,
                         help="Select exactly this many documents (all if fewer).")
-  sel.add_argument("--num_rank_partitions", type=_positive_int, default=1000,
-                   help="Key ranges for exact distributed top-k; each becomes one ranked "
-                        "file. Choose about N / 100,000 for large inputs. Default: 1000.")
+  sel.add_argument("--num_rank_partitions", type=_rank_partitions, default=1000,
+                   help="Key ranges for exact distributed top-k (at most 100,000). A ranked "
+                        "file holds whole ranges and is sorted in one worker's memory: choose "
+                        "about N / 100,000 for large inputs. Default: 1000.")
   sel.add_argument("--docs_per_file", type=_positive_int, default=50_000,
                    help="Ranked TFRecord files hold at least this many documents (the last "
                         "may hold fewer). Default: 50000.")
-  sel.add_argument("--seed", type=int, default=0,
+  sel.add_argument("--seed", type=_seed, default=0,
                    help="Seed of the sampling draws and the sketch's hash functions. "
                         "Default: 0.")
 
@@ -365,17 +399,108 @@ def check_sampler_options(args) -> None:
 
 
 def prepare_output(output: str, overwrite: bool) -> None:
-  """Refuses a non-empty output directory unless --overwrite; then removes only our
-  own earlier outputs, so stale shards never mix with new ones."""
+  """Refuses a non-empty output directory unless --overwrite. Nothing of an earlier run is
+  removed here: the new run is staged and replaces it only once it has succeeded
+  (write.finalize_output). Only the staging leftovers of killed runs are cleared."""
   existing = _existing_outputs(output)
   if existing and not overwrite:
     raise UsageError(
         f"--output {output} is not empty ({len(existing)} files, e.g. {existing[0]}). "
         "Choose a new directory or pass --overwrite to replace earlier outputs.")
-  ours = [p for p in existing
-          if p[len(output.rstrip('/')) + 1:].split("/", 1)[0] in OUTPUT_NAMES]
-  if ours:
-    FileSystems.delete(ours)
+  if overwrite:
+    write_lib.delete_tree(FileSystems.join(output, write_lib.STAGING_ROOT))
+
+
+def _normalized(path: str) -> str:
+  return path if "://" in path else os.path.realpath(path)
+
+
+def check_inputs_outside_outputs(input_files: List[str], output: str) -> None:
+  """Refuses inputs inside what a run replaces (e.g. --input=OUT/selected/*): the new run
+  would remove its own input when it finishes."""
+  out = _normalized(output).rstrip("/")
+  owned = [f"{out}/{name}" for name in OUTPUT_NAMES + (write_lib.STAGING_ROOT,)]
+  for path in input_files:
+    norm = _normalized(path)
+    for root in owned:
+      if norm == root or norm.startswith(root + "/"):
+        raise UsageError(
+            f"--input file {path} lies inside {root}, which this job writes and replaces; "
+            "copy the input elsewhere or choose another --output")
+
+
+def check_output_writable(output: str) -> None:
+  """Fails before the run when --output cannot be written (a file, no permission)."""
+  if "://" not in output:
+    if os.path.exists(output) and not os.path.isdir(output):
+      raise UsageError(f"--output {output} is a file, not a directory")
+    try:
+      os.makedirs(output, exist_ok=True)
+    except OSError as e:
+      raise UsageError(f"cannot create --output {output}: {e.strerror or e}") from e
+  probe = FileSystems.join(output, write_lib.STAGING_ROOT, f".write-check-{os.getpid()}")
+  try:
+    with FileSystems.create(probe) as f:
+      f.write(b"ok")
+    FileSystems.delete([probe])
+  except Exception as e:
+    raise UsageError(f"cannot write to --output {output}: {_one_line(e)}") from e
+  finally:
+    if "://" not in output:  # Leave no empty staging directory behind.
+      try:
+        os.rmdir(os.path.join(output, write_lib.STAGING_ROOT))
+      except OSError:
+        pass
+
+
+def _one_line(e: BaseException) -> str:
+  text = str(e).strip().splitlines()
+  return f"{type(e).__name__}: {text[0][:300] if text else ''}"
+
+
+# How long a check of a gs:// (or other remote) path may take before the job gives up.
+REMOTE_CHECK_TIMEOUT_S = 30.0
+
+
+def within_timeout(fn, what: str, paths: List[str], timeout_s: Optional[float] = None):
+  """Runs fn() and returns its result; a remote path that does not answer in time is a
+  UsageError that says what to check, not minutes of silence."""
+  if not any("://" in p for p in paths):
+    return fn()
+  timeout_s = REMOTE_CHECK_TIMEOUT_S if timeout_s is None else timeout_s
+  box = {}
+
+  def target():
+    try:
+      box["value"] = fn()
+    except BaseException as e:  # Re-raised in the caller's thread.
+      box["error"] = e
+
+  thread = threading.Thread(target=target, daemon=True, name=f"check {what}")
+  thread.start()
+  thread.join(timeout_s)
+  if thread.is_alive():
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    raise UsageError(
+        f"{what} {', '.join(paths)[:200]} did not answer within {timeout_s:.0f} s. Check the "
+        "network, the credentials (gcloud auth application-default login, or "
+        "GOOGLE_APPLICATION_CREDENTIALS) and the bucket name"
+        + (f", and that the emulator at STORAGE_EMULATOR_HOST={emulator} is running"
+           if emulator else ""))
+  if "error" in box:
+    raise box["error"]
+  return box.get("value")
+
+
+def check_runner(options: PipelineOptions) -> None:
+  """An unknown --runner is an error before anything runs."""
+  from apache_beam.runners.runner import create_runner
+  runner = options.view_as(StandardOptions).runner
+  if isinstance(runner, str):
+    try:
+      create_runner(runner)
+    except (ValueError, ImportError) as e:
+      raise UsageError(f"--runner={runner}: {_one_line(e)}") from e
 
 
 def _is_local_runner(options: PipelineOptions) -> bool:
@@ -394,10 +519,19 @@ def uses_embeddings(args) -> bool:
   return args.sampler in DENSITY_SAMPLERS or args.sampler in HEAD_SAMPLERS
 
 
-def build_pipeline(p: beam.Pipeline, args) -> None:
+def build_pipeline(p: beam.Pipeline, args, staging: Optional[str] = None,
+                   finalize_in_pipeline: bool = False) -> None:
   """Adds the whole job to `p`: read -> validate -> score (Ask-LLM, perplexity,
   embeddings, quality head) -> sketch -> density -> select -> rank -> write.
-  Nothing is read and no model is loaded here."""
+  Nothing is read and no model is loaded here.
+
+  Args:
+    staging: where the outputs are written (default: --output itself).
+    finalize_in_pipeline: end with a step that writes metrics.json and moves the staged
+      outputs into --output (for launches that do not wait for the job).
+  """
+  staging = staging or args.output
+  written = []  # PCollections complete once an output is written.
   patterns = read_lib.split_patterns(args.input)
   teacher_fields = [args.teacher_field] if args.teacher_field else []
   read = p | "ReadDocuments" >> read_lib.ReadDocuments(
@@ -439,21 +573,21 @@ def build_pipeline(p: beam.Pipeline, args) -> None:
       head = docs | "FitQualityHead" >> quality.FitQualityHead(
           teacher_of, args.seed, args.head_l2, model_name,
           args.teacher_field or f"ask_llm_score on --teacher_fraction={args.teacher_fraction}")
-      head | "SaveHead" >> beam.Map(
-          quality_head.save_head, FileSystems.join(args.output, HEAD_FILE))
+      written.append(head | "SaveHead" >> beam.Map(
+          quality_head.save_head, FileSystems.join(staging, HEAD_FILE)))
     docs = docs | "ApplyQualityHead" >> quality.ApplyQualityHead(
         head, keep_embeddings=args.sampler in DENSITY_SAMPLERS)
     if not args.quality_head:
-      docs | "ReportHeadFit" >> quality.ReportHeadFit(
-          teacher_of, args.seed, FileSystems.join(args.output, HEAD_FIT_FILE))
+      written.append(docs | "ReportHeadFit" >> quality.ReportHeadFit(
+          teacher_of, args.seed, FileSystems.join(staging, HEAD_FIT_FILE)))
   if args.sampler in DENSITY_SAMPLERS:
     if args.sketch_from:
       sketch = (p | "SketchPath" >> beam.Create([args.sketch_from])
                 | "LoadSketch" >> beam.Map(density_sketch.load_sketch))
     else:
       sketch = docs | "BuildSketch" >> BuildSketch(sketch_options(args))
-      sketch | "SaveSketch" >> beam.Map(
-          density_sketch.save_sketch, FileSystems.join(args.output, SKETCH_FILE))
+      written.append(sketch | "SaveSketch" >> beam.Map(
+          density_sketch.save_sketch, FileSystems.join(staging, SKETCH_FILE)))
     docs = docs | "AttachDensity" >> AttachDensity(sketch, seed=args.seed)
 
   select_args = dict(keep_fraction=args.keep_fraction, keep_count=args.keep_count,
@@ -477,32 +611,35 @@ def build_pipeline(p: beam.Pipeline, args) -> None:
   not_selected.append(selection["not_selected"])
   rest = (not_selected[0] if len(not_selected) == 1
           else tuple(not_selected) | "FlattenNotSelected" >> beam.Flatten())
-  {"ranked": selection["ranked"], "not_selected": rest,
-   "rejected": read["rejected"]} | "WriteOutputs" >> WriteOutputs(args.output)
-  _write_run_summary(p, args, total, read["rejected"], selection["plan"])
+  outputs = ({"ranked": selection["ranked"], "not_selected": rest,
+              "rejected": read["rejected"]} | "WriteOutputs" >> WriteOutputs(staging))
+  written.extend(outputs.values())
+  if finalize_in_pipeline:
+    _finalize_in_pipeline(p, args, staging, written, total, read["rejected"],
+                          selection["plan"])
 
 
-def _write_run_summary(p, args, total, rejected, plan) -> None:
-  """metrics.json from the pipeline itself, so that runs nobody waits for (Flex
-  Templates) have it too; a launcher that waits replaces it with a richer one."""
+def _finalize_in_pipeline(p, args, staging, written, total, rejected, plan) -> None:
+  """metrics.json and the move into --output from the pipeline itself, for runs nobody
+  waits for (Flex Templates); a launcher that waits does this after the run, with the
+  runner's counters (finalize_run)."""
   by_reason = beam.pvalue.AsDict(
       rejected | "RejectedReason" >> beam.Map(lambda r: r.reason)
       | "CountPerReason" >> beam.combiners.Count.PerElement())
   options = _options_dict(args)
-  path = FileSystems.join(args.output, "metrics.json")
 
-  def summary(_, valid, reasons, selection_plan):
+  def summary(valid, reasons, selection_plan):
     counts = {"valid": valid, "rejected": sum(reasons.values()),
               "rejected_by_reason": dict(sorted(reasons.items())),
               "selected": selection_plan.k}
     counts["read"] = counts["valid"] + counts["rejected"]
-    write_json(path, {"counts": counts, "options": options,
-                      "note": "written by the pipeline; see the runner's counters "
-                              "(namespace select_data) for per-stage counts"})
+    return {"counts": counts, "options": options,
+            "note": "written by the pipeline; see the runner's counters "
+                    "(namespace select_data) for per-stage counts"}
 
-  (p | "SummaryTrigger" >> beam.Create([None])
-   | "WriteRunSummary" >> beam.Map(summary, total, by_reason,
-                                   beam.pvalue.AsSingleton(plan)))
+  p | "Finalize" >> write_lib.FinalizeOutput(
+      args.output, staging, OUTPUT_NAMES, written, summary,
+      side_inputs=(total, by_reason, beam.pvalue.AsSingleton(plan)))
 
 
 def _options_dict(args) -> dict:
@@ -614,9 +751,63 @@ def _model_name(spec: str, kind: str) -> str:
   return spec
 
 
-def write_json(path: str, obj) -> None:
-  with FileSystems.create(path) as f:
-    f.write(json.dumps(obj, indent=2, sort_keys=True).encode("utf-8"))
+def _matched_files(patterns: List[str]) -> List[str]:
+  files = []
+  for result in FileSystems.match(patterns):
+    files.extend(m.path for m in result.metadata_list if not m.path.endswith("/"))
+  return files
+
+
+# The bundled scorer's tokenizer takes ~20 s to load from its GGUF file; with every
+# prompt option at its default the checks below are known to pass, so they are skipped.
+_PROMPT_DEFAULTS = dict(prompt="auto", chat_template="auto", max_tokens=512,
+                        yes_tokens=("yes", "Yes"), no_tokens=("no", "No"))
+
+
+def check_scorer_options(args, config: AskLLMConfig) -> None:
+  """Checks the options that need the scorer's tokenizer (not its weights): the prompt
+  fits in --max_tokens, each --yes_tokens/--no_tokens word is a single token, the chat
+  template exists when asked for. Runs where the model is on local disk."""
+  if not (uses_ask_llm(args)):
+    return
+  if args.scorer_model == loading.DEFAULT and all(
+      getattr(args, k) == v for k, v in _PROMPT_DEFAULTS.items()):
+    return
+  resolved = loading.resolve_model(config.model, "scorer", config.allow_pickle_weights)
+  if resolved.is_hub or config.model.startswith("gs://"):
+    return  # Checked when the workers load the model.
+  from models.ask_llm import PromptEncoder, load_tokenizer, single_token_ids
+  tokenizer = load_tokenizer(resolved, config.trust_remote_code)
+  is_encoder_decoder = False
+  if not resolved.gguf_file:
+    from transformers import AutoConfig
+    model_config = AutoConfig.from_pretrained(resolved.path,
+                                              trust_remote_code=config.trust_remote_code)
+    is_encoder_decoder = bool(getattr(model_config, "is_encoder_decoder", False))
+  PromptEncoder(tokenizer, config, is_encoder_decoder)  # raises when the prompt is too long
+  for option, words in (("--yes_tokens", config.yes_tokens), ("--no_tokens", config.no_tokens)):
+    for word in words:
+      try:
+        single_token_ids(tokenizer, [word])
+      except ValueError:
+        raise UsageError(f"{option}: {word!r} is not a single token for the scorer's "
+                         "tokenizer (with or without a leading space); P(yes) is read "
+                         "from one answer token, so choose single-token words") from None
+
+
+def _model_refusal(error: BaseException) -> Optional[str]:
+  """The message of a model refused at load time on a worker (runners wrap the error,
+  sometimes only as text), so that it reads as one line and not a traceback."""
+  seen = error
+  while seen is not None:
+    if isinstance(seen, loading.ModelLoadError):
+      return str(seen)
+    seen = seen.__cause__ or seen.__context__
+  text = str(error)
+  marker = f"{loading.ModelLoadError.__name__}: "
+  if marker in text:
+    return text.split(marker, 1)[1].splitlines()[0].split(" [while running", 1)[0]
+  return None
 
 
 def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline] = None):
@@ -625,8 +816,12 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
   if args.estimate_only:
     return run_estimate(args)
   try:
+    check_runner(options)
     patterns = read_lib.split_patterns(args.input)
-    read_lib.check_inputs(patterns, args.input_format)
+    within_timeout(lambda: read_lib.check_inputs(patterns, args.input_format),
+                   "--input", patterns)
+    input_files = within_timeout(lambda: _matched_files(patterns), "--input", patterns)
+    check_inputs_outside_outputs(input_files, args.output)
     config = ask_llm_config(args)
     if _is_local_runner(options):
       resolve_device(args.device)  # Fail fast: a local run uses this machine's devices.
@@ -636,34 +831,51 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
       if uses_embeddings(args):
         loading.resolve_model(args.embedding_model, "embedding", args.allow_pickle_weights)
     check_sampler_options(args)
-    prepare_output(args.output, args.overwrite)
+    check_scorer_options(args, config)
+    # Last, because they create --output: a run refused above leaves nothing behind.
+    within_timeout(lambda: check_output_writable(args.output), "--output", [args.output])
+    within_timeout(lambda: prepare_output(args.output, args.overwrite), "--output",
+                   [args.output])
   except (UsageError, read_lib.InputError, loading.ModelNotFoundError, ValueError,
-          RuntimeError) as e:
+          RuntimeError, OSError) as e:
     raise UsageError(str(e)) from e
   start = time.time()
+  staging = write_lib.staging_dir(args.output, write_lib.new_run_id())
+  waits = not options.view_as(GoogleCloudOptions).template_location
   p = test_pipeline or beam.Pipeline(options=options)
-  build_pipeline(p, args)
-  result = p.run()
-  if options.view_as(GoogleCloudOptions).template_location:
-    # A Flex Template launch only stages the job: there is nothing to wait for, and the
-    # pipeline writes its own metrics.json (counts, options) when it finishes.
-    _LOG.info("Job staged to %s", options.view_as(GoogleCloudOptions).template_location)
-    return None
-  result.wait_until_finish()
+  build_pipeline(p, args, staging, finalize_in_pipeline=not waits)
+  try:
+    result = p.run()
+    if not waits:
+      # A Flex Template launch only stages the job: nothing waits for it, so the
+      # pipeline's last step writes metrics.json and moves the outputs into place.
+      _LOG.info("Job staged to %s", options.view_as(GoogleCloudOptions).template_location)
+      return None
+    result.wait_until_finish()
+  except BaseException as e:
+    # The earlier run's outputs were never touched; drop this run's partial files.
+    _LOG.error("The run failed; %s is as it was before the run", args.output)
+    write_lib.discard_staging(args.output, staging)
+    refusal = _model_refusal(e)
+    if refusal:
+      raise UsageError(refusal) from e
+    raise
   metrics = collect_metrics(result, args, config, time.time() - start)
-  fit_path = FileSystems.join(args.output, HEAD_FIT_FILE)
+  fit_path = FileSystems.join(staging, HEAD_FIT_FILE)
   if args.sampler in HEAD_SAMPLERS and FileSystems.exists(fit_path):
     with FileSystems.open(fit_path) as f:
       metrics["quality_head"] = {"teacher_documents": metrics["counts"].get("teacher", 0),
                                  "fit_on_held_back": json.loads(f.read())}
   if args.sampler in DENSITY_SAMPLERS:
     # The sketch's actual parameters: the auto width and groups are decided in the job.
-    sketch_path = args.sketch_from or FileSystems.join(args.output, SKETCH_FILE)
+    sketch_path = args.sketch_from or FileSystems.join(staging, SKETCH_FILE)
     if FileSystems.exists(sketch_path):
       sketch = density_sketch.load_sketch(sketch_path, verify=False)
       metrics["sketch"] = {**sketch.params.to_dict(), "documents": sketch.n,
-                           "path": sketch_path}
-  write_json(FileSystems.join(args.output, "metrics.json"), metrics)
+                           "path": args.sketch_from or FileSystems.join(args.output,
+                                                                        SKETCH_FILE)}
+  # metrics.json last, then _SUCCESS: a directory without _SUCCESS is unfinished.
+  write_lib.finalize_output(args.output, staging, metrics, OUTPUT_NAMES)
   c = metrics["counts"]
   _LOG.info("Done in %.1f s: read %d, valid %d, rejected %d, selected %d. Outputs in %s",
             metrics["wall_time_s"], c["read"], c["valid"], c["rejected"], c["selected"],

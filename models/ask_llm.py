@@ -263,6 +263,9 @@ def load_pretrained(spec: str, kind: str, device: str, auto_classes, *,
     (model in eval mode on `device`, tokenizer, ResolvedModel)
   """
   from transformers import AutoConfig
+  from transformers.utils import logging as hf_logging
+  # Per-tensor progress bars ("Loading weights", GGUF de-quantizing) drown the job's log.
+  hf_logging.disable_progress_bar()
   resolved = loading.resolve_model(spec, kind, allow_pickle)
   kwargs = resolved.from_pretrained_kwargs()
   kwargs["trust_remote_code"] = trust_remote_code
@@ -276,11 +279,13 @@ def load_pretrained(spec: str, kind: str, device: str, auto_classes, *,
            else decoder_cls)
     if not resolved.gguf_file and not allow_pickle:
       kwargs["use_safetensors"] = True
-    model = cls.from_pretrained(resolved.path, dtype=model_dtype(device), **kwargs)
+    model, info = cls.from_pretrained(resolved.path, dtype=model_dtype(device),
+                                      output_loading_info=True, **kwargs)
   except OSError as e:
     if resolved.is_hub:
       raise loading.hub_error(resolved.spec, e) from e
     raise
+  loading.check_loading_info(resolved.name, kind, cls.__name__, info)
   model.to(device).eval()
   _LOG.info("Loaded %s model %s on %s (%s)", kind, resolved.name, device, model.dtype)
   return model, tokenizer, resolved

@@ -34,6 +34,32 @@ class ModelNotFoundError(ValueError):
   """A model location that cannot be resolved; the message says what to fix."""
 
 
+class ModelLoadError(ValueError):
+  """A checkpoint that loads but would score with untrained weights."""
+
+
+# Weights the job never uses: an embedding model's pooler (the job mean-pools the
+# token states), so a checkpoint without one is fine.
+_UNUSED_WEIGHTS = {"embedding": ("pooler.",)}
+
+
+def check_loading_info(name: str, kind: str, class_name: str, info) -> None:
+  """Refuses a model whose checkpoint lacks weights the model needs (transformers then
+  initialises them at random and only warns): an encoder-only checkpoint loaded as a
+  causal LM, say, would score every document with a random head."""
+  unused = _UNUSED_WEIGHTS.get(kind, ())
+  missing = [k for k in (info or {}).get("missing_keys", ()) if not k.startswith(unused)]
+  mismatched = [str(k[0]) if isinstance(k, (tuple, list)) else str(k)
+                for k in (info or {}).get("mismatched_keys", ())]
+  if missing or mismatched:
+    shown = sorted(missing) + sorted(mismatched)
+    raise ModelLoadError(
+        f"the {kind} model {name} has no trained weights for {len(shown)} parameters of "
+        f"{class_name} ({', '.join(shown[:5])}{', ...' if len(shown) > 5 else ''}): they "
+        "would be random. Use a checkpoint with that head (for --scorer_model, a causal or "
+        "encoder-decoder LM with its language-model head).")
+
+
 @dataclasses.dataclass(frozen=True)
 class ResolvedModel:
   """A model on local disk, ready for from_pretrained."""

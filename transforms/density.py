@@ -134,11 +134,17 @@ class BuildSketch(beam.PTransform):
 
   def expand(self, docs):
     options = self._options
+    # The sample is the documents with the smallest hash of (seed, id), not a random
+    # draw: the same seed and input give the same width on any runner, with any number
+    # of workers, after any retry. Ties (duplicate ids) break by source.
+    seed = options.seed
     sample = (docs
-              | "EmbeddingsForParams" >> beam.Map(lambda d: d.embedding)
-              | "SampleForParams" >> beam.combiners.Sample.FixedSizeGlobally(
-                  max(2, options.auto_sample)))
-    params = sample | "SketchParams" >> beam.Map(_params_from_sample, options)
+              | "HashForParams" >> beam.Map(
+                  lambda d: (uniform_from_id(seed, d.id), d.id, d.source, d.embedding))
+              | "SampleForParams" >> beam.combiners.Top.Of(
+                  max(2, options.auto_sample), key=lambda t: t[:3], reverse=True))
+    params = sample | "SketchParams" >> beam.Map(
+        lambda rows: _params_from_sample([r[3] for r in rows], options))
     batches = (docs
                | "BatchForSketch" >> beam.BatchElements(min_batch_size=256,
                                                         max_batch_size=_DENSITY_BATCH)
