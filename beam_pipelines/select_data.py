@@ -560,9 +560,14 @@ def build_pipeline(p: beam.Pipeline, args, staging: Optional[str] = None,
   if args.sampler == "perplexity":
     docs = docs | "ScorePerplexity" >> on_accelerator(ScorePerplexity(
         perplexity_config(args), max_batch_size=args.max_batch_size, **scorer_args))
+  unembedded = None
   if uses_embeddings(args):
     docs = docs | "Embed" >> on_accelerator(EmbedDocuments(embedding_config(args),
                                                            **scorer_args))
+    # A document the embedding model failed on skips the head and the sketch and is
+    # ranked last (its score row says why).
+    docs, unembedded = docs | "SplitUnembedded" >> beam.Partition(
+        lambda d, _: 0 if d.embedding is not None else 1, 2)
   if args.sampler in HEAD_SAMPLERS:
     model_name = _model_name(args.embedding_model, "embedding")
     teacher_of = quality.teacher_value_fn(args.teacher_field)
@@ -590,6 +595,8 @@ def build_pipeline(p: beam.Pipeline, args, staging: Optional[str] = None,
           density_sketch.save_sketch, FileSystems.join(staging, SKETCH_FILE)))
     docs = docs | "AttachDensity" >> AttachDensity(sketch, seed=args.seed)
 
+  if unembedded is not None:
+    docs = (docs, unembedded) | "MergeUnembedded" >> beam.Flatten()
   select_args = dict(keep_fraction=args.keep_fraction, keep_count=args.keep_count,
                      num_partitions=args.num_rank_partitions,
                      docs_per_file=args.docs_per_file)
@@ -678,18 +685,28 @@ def sketch_options(args) -> SketchOptions:
                        seed=args.seed, groups=args.sketch_groups)
 
 
+def _worst_last(value, higher_is_better: bool = True) -> tuple:
+  """A total sort key for a score (ascending = better): a document whose model failed
+  (no score) or whose score is NaN sorts after every scored one, so it is selected
+  only when nothing else is left, and a NaN never breaks the ordering."""
+  if value is None or value != value:
+    return (1, 0.0)
+  return (0, -value if higher_is_better else value)
+
+
 def ask_llm_key(doc):
   """Best first: highest score, then smallest id, then source (unique per record)."""
-  return (-doc.scores["ask_llm_score"], doc.id, doc.source)
+  return (_worst_last(doc.scores.get("ask_llm_score")), doc.id, doc.source)
 
 
 def quality_key(doc):
-  return (-doc.scores["quality_score"], doc.id, doc.source)
+  return (_worst_last(doc.scores.get("quality_score")), doc.id, doc.source)
 
 
 def perplexity_key(doc):
   """The paper's perplexity filter keeps the lowest per-token perplexity first."""
-  return (doc.scores["perplexity"], doc.id, doc.source)
+  return (_worst_last(doc.scores.get("perplexity"), higher_is_better=False), doc.id,
+          doc.source)
 
 
 POOL_KEYS = {"ask_llm_density": ask_llm_key, "quality_head_density": quality_key}
@@ -718,6 +735,10 @@ def collect_metrics(result, args, config: AskLLMConfig, wall_s: float) -> dict:
   for optional in ("quality_pool", "teacher", "teacher_held_back", "perplexity"):
     if optional in counts:
       summary[optional] = counts[optional]
+  failed = {k.split(":", 1)[1]: v for k, v in sorted(counts.items())
+            if k.startswith("scoring_failed:") and v}
+  if failed:
+    summary["scoring_failed"] = failed
   summary["accounted"] = summary["read"] == summary["valid"] + summary["rejected"]
   return {
       "counts": summary,

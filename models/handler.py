@@ -1,11 +1,31 @@
 """The RunInference ModelHandler shared by every model of the job."""
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
+from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
 from transforms.records import Document
+
+_LOG = logging.getLogger(__name__)
+# A model that fails on more than this share of the documents it has seen (once it has
+# seen at least _MIN_DOCS_FOR_RATE) is broken, not the documents: the job stops rather
+# than mark everything as failed.
+MAX_FAILED_SHARE = 0.05
+_MIN_DOCS_FOR_RATE = 200
+
+
+def error_field(namespace: str) -> str:
+  """The score name that holds why a model failed on a document (e.g. `ask_llm_error`)."""
+  return f"{namespace}_error"
+
+
+def _one_line(e: BaseException) -> str:
+  text = str(e).strip().splitlines()
+  return f"{type(e).__name__}: {text[0][:300] if text else ''}"
 
 
 class DocumentModelHandler(ModelHandler[Document, Document, Any]):
@@ -15,6 +35,12 @@ class DocumentModelHandler(ModelHandler[Document, Document, Any]):
   when it lives in another process (large_model / model_copies pass method calls).
   Batching is done upstream by `beam.SortAndBatchElements` (length-sorted, token
   budget), so use it as `RunInference(handler.with_no_batching())`.
+
+  One document never fails the job: when a batch raises, its documents are scored one
+  by one, and a document that fails alone comes out with `<namespace>_error` (the
+  reason) instead of scores, counted as `scoring_failed:<namespace>`; the job ranks it
+  last. A batch whose every document fails alone, or a failure rate above
+  MAX_FAILED_SHARE, means the model itself is broken, and that does fail the job.
 
   Args:
     config: the model's small, picklable config.
@@ -28,13 +54,59 @@ class DocumentModelHandler(ModelHandler[Document, Document, Any]):
     self._config = config
     self._loader = loader
     self._namespace = namespace
+    self._lock = threading.Lock()
+    self._seen = 0
+    self._failed = 0
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state.pop("_lock", None)
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
 
   def load_model(self):
     return self._loader(self._config)
 
   def run_inference(self, batch: Sequence[Document], model,
                     inference_args: Optional[Dict[str, Any]] = None) -> Iterable[Document]:
-    return model.score_documents(batch)
+    try:
+      out = list(model.score_documents(batch))
+      self._account(len(batch), 0)
+      return out
+    except Exception as e:  # pylint: disable=broad-except
+      _LOG.warning("%s: a batch of %d documents failed (%s); scoring them one by one",
+                   self._namespace, len(batch), _one_line(e))
+    out, failures = [], []
+    for doc in batch:
+      try:
+        out.extend(model.score_documents([doc]))
+      except Exception as e:  # pylint: disable=broad-except
+        failures.append(e)
+        out.append(doc.with_scores(**{error_field(self._namespace): _one_line(e)}))
+    if failures and len(failures) == len(batch) and len(batch) > 1:
+      raise RuntimeError(f"{self._namespace}: every document of a batch of {len(batch)} "
+                         f"failed alone; the model is broken: {_one_line(failures[0])}"
+                         ) from failures[0]
+    self._account(len(batch), len(failures))
+    if failures:
+      Metrics.counter("select_data", f"scoring_failed:{self._namespace}").inc(len(failures))
+      _LOG.warning("%s: %d of %d documents failed alone and are ranked last: %s",
+                   self._namespace, len(failures), len(batch), _one_line(failures[0]))
+    return out
+
+  def _account(self, seen: int, failed: int) -> None:
+    with self._lock:
+      self._seen += seen
+      self._failed += failed
+      if (self._seen >= _MIN_DOCS_FOR_RATE
+          and self._failed > MAX_FAILED_SHARE * self._seen):
+        raise RuntimeError(
+            f"{self._namespace}: {self._failed} of {self._seen} documents failed to score "
+            f"(over {MAX_FAILED_SHARE:.0%}); the model or its settings are broken, not "
+            "the documents. See the worker logs for the errors.")
 
   def get_num_bytes(self, batch: Sequence[Document]) -> int:
     return sum(len(d.text) for d in batch)

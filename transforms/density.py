@@ -205,7 +205,11 @@ def density_sampling_key(seed: int):
   log(u)/w with w = 1/density, largest first."""
 
   def key(doc: Document):
-    return (-sampling_key(seed, doc.id, doc.scores["sampling_weight"]), doc.id, doc.source)
+    weight = doc.scores.get("sampling_weight")
+    if weight is None or not weight > 0:
+      # No density (the embedding model failed on it): drawn after every other document.
+      return ((1, 0.0), doc.id, doc.source)
+    return ((0, -sampling_key(seed, doc.id, weight)), doc.id, doc.source)
   return key
 
 
