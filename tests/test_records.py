@@ -1,7 +1,10 @@
 """Pure functions: parsing, rejection reasons, k, selection plan, prompts."""
 import json
+import math
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from models.prompts import PROMPTS, resolve_prompt, strip_delimiters
 from transforms import records
@@ -103,3 +106,128 @@ def test_progress_line_has_rate_and_time_left():
   line = progress_line("scored", 50, 200, 10.0)
   assert "50/200" in line and "5.0 docs/s" in line and "0.5 min left" in line
   assert progress_line("scored", 5, 0, 1.0) == "scored: 5 documents, 5.0 docs/s"
+
+
+# --- Hostile records: parse_record never raises and never lets invalid Unicode through.
+
+def _deep(n):
+  return "[" * n + "]" * n
+
+
+@pytest.mark.parametrize("payload,reason,detail", [
+    (b'{"id": "a", "text": "x \\ud800"}', records.INVALID_TEXT, "lone surrogate"),
+    (b'{"id": "\\udfff", "text": "x"}', records.INVALID_ID, "lone surrogate"),
+    (b'{"id": "a", "text": "x", "meta": ' + _deep(1000).encode() + b"}",
+     records.INVALID_JSON, "nested too deep"),
+    (('{"id": "a", "text": "x", "meta": ' + _deep(100_000) + "}").encode(),
+     records.INVALID_JSON, "nested too deep"),
+])
+def test_surrogates_and_deep_nesting_are_rejected_not_raised(payload, reason, detail):
+  out = _jsonl(payload, id_field="id")
+  assert isinstance(out, Rejected) and out.reason == reason and detail in out.detail
+  out.to_json().encode("utf-8")  # rejected/ is written as UTF-8
+
+
+def test_surrogates_in_a_rejection_are_written_as_escapes():
+  out = _jsonl(b'{"text": " \\ud800 "}')  # blank but for a surrogate
+  assert out.reason == records.INVALID_TEXT
+  line = json.loads(out.to_json().encode("utf-8"))
+  assert line["excerpt"] == " \\ud800 "
+
+
+def test_unexpected_exception_becomes_invalid_record():
+  out = parse_record(RawRecord("f.jsonl:9", None, "jsonl"))  # a bug upstream: no payload
+  assert out.reason == records.INVALID_RECORD and out.source == "f.jsonl:9"
+  assert out.detail.startswith("TypeError: ")
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999", "1" + "0" * 400])
+def test_non_finite_teacher_values_count_as_absent(literal):
+  payload = ('{"text": "hello", "edu": %s, "ok": 2}' % literal).encode()
+  doc = _jsonl(payload, keep_fields=("edu", "ok"))
+  assert isinstance(doc, Document) and doc.fields == {"ok": 2.0}
+
+
+def _example(**feats):
+  import tensorflow as tf
+  def feature(v):
+    if isinstance(v, bytes):
+      return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+    return tf.train.Feature(float_list=tf.train.FloatList(value=[v]))
+  return tf.train.Example(features=tf.train.Features(
+      feature={k: feature(v) for k, v in feats.items()})).SerializeToString()
+
+
+def test_tfrecord_id_that_is_not_utf8_is_invalid_and_nan_teacher_is_absent():
+  out = parse_record(RawRecord("a.tfrecord:#1", _example(text=b"hi", id=b"r\xff"), "tfrecord"),
+                     id_field="id")
+  assert out.reason == records.INVALID_ID and "UTF-8" in out.detail
+  doc = parse_record(RawRecord("a.tfrecord:#2", _example(text=b"hi", edu=float("nan"), ok=1.5),
+                               "tfrecord"), keep_fields=("edu", "ok"))
+  assert doc.fields == {"ok": 1.5}
+
+
+def test_score_row_carries_the_source():
+  doc = Document(id="d1", text="t", source="gs://b/in.jsonl:7",
+                 scores={"ask_llm_score": 0.5, "perplexity": float("inf")})
+  assert json.loads(records.score_row(doc, True, 3)) == {
+      "id": "d1", "source": "gs://b/in.jsonl:7", "ask_llm_score": 0.5, "perplexity": None,
+      "selected": True, "rank": 3}
+
+
+# Text with lone surrogates as well as ordinary characters (st.characters() alone never
+# draws a surrogate, and a one_of of two characters() strategies drops them).
+_TEXT = st.text(st.one_of(st.characters(), st.integers(0xD800, 0xDFFF).map(chr)), max_size=12)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+    max_leaves=12)
+# Mostly strings where strings belong, so that many records get as far as a Document.
+_OBJECT = st.fixed_dictionaries({
+    "text": st.one_of(_TEXT, _TEXT, _TEXT, _JSON),
+    "id": st.one_of(_TEXT, _TEXT, st.integers(), _JSON)}, optional={
+    "edu": st.one_of(st.floats(), st.integers(), _JSON), "meta": _JSON})
+
+
+def _serialised(value, ascii_only: bool) -> bytes:
+  # ensure_ascii writes a surrogate as the escape "\ud800"; otherwise it is written as
+  # its (invalid) UTF-8 bytes.
+  return json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+
+
+_PAYLOAD = st.one_of(
+    st.binary(max_size=64),
+    st.builds(_serialised, _OBJECT, st.booleans()),
+    st.builds(_serialised, _OBJECT, st.booleans()),
+    st.builds(_serialised, _JSON, st.booleans()),
+    # Deeper than any recursion limit (hypothesis raises Python's while it runs a test).
+    st.integers(20_000, 50_000).map(
+        lambda n: ('{"id": "d", "text": "x", "a": %s}' % _deep(n)).encode()))
+
+
+@settings(max_examples=300, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@example(payload=b'{"id": "a", "text": "x \\ud800"}', fmt="jsonl", wrap=False, tf_id=b"",
+         id_field="id")
+@example(payload=b'{"id": "\\udfff", "text": "x"}', fmt="jsonl", wrap=False, tf_id=b"",
+         id_field="id")
+@example(payload=b'{"text": "x", "edu": NaN}', fmt="jsonl", wrap=False, tf_id=b"",
+         id_field=None)
+@example(payload=('{"text": "x", "a": %s}' % _deep(1000)).encode(), fmt="jsonl", wrap=False,
+         tf_id=b"", id_field="id")
+@given(payload=_PAYLOAD, fmt=st.sampled_from(["jsonl", "jsonl", "text", "tfrecord"]),
+       wrap=st.booleans(), tf_id=st.binary(max_size=8), id_field=st.sampled_from(["id", None]))
+def test_parse_record_is_total_on_hostile_input(payload, fmt, wrap, tf_id, id_field):
+  if fmt == "tfrecord" and wrap:  # the payload as the text feature of a real Example
+    payload = _example(text=payload, id=tf_id)
+  out = parse_record(RawRecord("f:1", payload, fmt), id_field=id_field, keep_fields=("edu",),
+                     max_doc_bytes=1 << 20)
+  assert isinstance(out, (Document, Rejected))
+  if isinstance(out, Document):
+    out.id.encode("utf-8")
+    out.text.encode("utf-8")
+    assert out.id and out.text.strip()
+    assert all(math.isfinite(v) for v in out.fields.values())
+  else:
+    assert out.reason != records.INVALID_RECORD, out.detail  # every case is foreseen
+    out.to_json().encode("utf-8")

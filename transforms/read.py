@@ -11,6 +11,9 @@ import gzip
 import io
 import logging
 import lzma
+import os
+import re
+import threading
 from typing import Iterable, List, Optional, Sequence
 
 import apache_beam as beam
@@ -32,6 +35,10 @@ _EXTENSIONS = {
     ".tfrecord": "tfrecord", ".tfrecords": "tfrecord",
 }
 _COMPRESSED = (".gz", ".bz2", ".zst", ".zstd", ".lzma", ".xz")
+_BOM = b"\xef\xbb\xbf"
+# Listing a pattern longer than this is taken as a hang (no network, no credentials):
+# a listing of 100,000 gs:// objects takes well under a minute.
+MATCH_TIMEOUT_S = 300.0
 
 
 class InputError(ValueError):
@@ -58,16 +65,60 @@ def format_of(path: str, input_format: str) -> str:
       "--input_format=jsonl|text|tfrecord")
 
 
-def check_inputs(patterns: Sequence[str], input_format: str) -> int:
-  """Fails early, with a clear message, when a pattern matches nothing or a format is
-  unknown. Returns the total input size in bytes (for progress estimates)."""
+def _has_glob(pattern: str) -> bool:
+  return re.search(r"[*?\[]", pattern) is not None
+
+
+def _match(pattern: str, limit: Optional[int], timeout_s: float) -> list:
+  """FileSystems.match of one pattern; any failure or a hang becomes an InputError."""
+  box = {}
+
+  def target():
+    try:
+      box["files"] = FileSystems.match([pattern], [limit])[0].metadata_list
+    except Exception as e:  # pylint: disable=broad-except
+      box["error"] = e
+
+  # A daemon thread, so that a listing stuck on the network cannot keep the job alive.
+  thread = threading.Thread(target=target, name="match-input", daemon=True)
+  thread.start()
+  thread.join(timeout_s)
+  if thread.is_alive():
+    raise InputError(f"listing --input pattern {pattern!r} took over {timeout_s:.0f} s; "
+                     "check the path, the network and the credentials")
+  if "error" in box:
+    e = box["error"]
+    raise InputError(f"cannot list --input pattern {pattern!r}: "
+                     f"{type(e).__name__}: {str(e)[:500]}")
+  return box["files"]
+
+
+def _is_directory(pattern: str, files, timeout_s: float) -> bool:
+  """Whether a pattern without a glob names a directory: a local one (matched as itself),
+  or a gs:// prefix that matches nothing as an object but has objects under it."""
+  if _has_glob(pattern) or pattern.endswith(("/", "\\")):
+    return False  # Beam reads "DIR/" as "DIR/*".
+  if any(os.path.isdir(m.path) for m in files):
+    return True
+  return not files and bool(_match(pattern + "/*", 1, timeout_s))
+
+
+def check_inputs(patterns: Sequence[str], input_format: str,
+                 timeout_s: float = MATCH_TIMEOUT_S) -> int:
+  """Fails early, with a clear message, when a pattern matches nothing, names a
+  directory or cannot be listed, or a format is unknown. Returns the total input size in
+  bytes (for progress estimates)."""
   if input_format not in FORMATS:
     raise InputError(f"--input_format must be one of {', '.join(FORMATS)}")
   if not patterns:
     raise InputError("--input is empty")
   total = 0
-  for pattern, result in zip(patterns, FileSystems.match(patterns)):
-    files = [m for m in result.metadata_list if not m.path.endswith("/")]
+  for pattern in patterns:
+    matched = _match(pattern, None, timeout_s)
+    if _is_directory(pattern, matched, timeout_s):
+      raise InputError(f"--input {pattern!r} is a directory; use a glob such as "
+                       f"{pattern.rstrip('/')}/* or {pattern.rstrip('/')}/*.jsonl")
+    files = [m for m in matched if not m.path.endswith("/")]
     if not files:
       raise InputError(f"--input pattern {pattern!r} matches no files")
     for m in files:
@@ -91,27 +142,96 @@ def open_decompressed(path: str):
   if name.endswith((".xz", ".lzma")):
     return lzma.LZMAFile(raw)
   if name.endswith((".zst", ".zstd")):
-    import zstandard
-    return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw))
+    return io.BufferedReader(_ZstdReader(raw))
   return raw
 
 
+class _ZstdReader(io.RawIOBase):
+  """Decompresses a .zst stream of one or more frames; raises EOFError when the input ends
+  inside a frame.
+
+  zstandard's stream_reader and read_to_iter end silently on a truncated frame; a
+  decompressobj has `.eof`, which tells a complete frame from a cut one. Input is fed in
+  small pieces because decompress() returns all the output of a piece at once.
+  """
+  _PIECE = 1 << 14
+
+  def __init__(self, raw):
+    import zstandard
+    super().__init__()
+    self._raw = raw
+    self._dctx = zstandard.ZstdDecompressor()
+    self._frame = None      # the decompressor of the current frame
+    self._input = b""       # compressed bytes not yet fed
+    self._output = memoryview(b"")
+
+  def readable(self):
+    return True
+
+  def readinto(self, buffer):
+    while not self._output:
+      if not self._decompress_more():
+        return 0
+    n = min(len(buffer), len(self._output))
+    buffer[:n] = self._output[:n]
+    self._output = self._output[n:]
+    return n
+
+  def _decompress_more(self) -> bool:
+    """Decompresses the next piece; False at the clean end of the stream."""
+    if not self._input:
+      self._input = self._raw.read(self._PIECE)
+      if not self._input:
+        if self._frame is not None and not self._frame.eof:
+          raise EOFError("zstd stream ends inside a frame (the file is truncated)")
+        return False
+    if self._frame is None or self._frame.eof:
+      self._frame = self._dctx.decompressobj()
+    piece, self._input = self._input, b""
+    self._output = memoryview(self._frame.decompress(piece))
+    if self._frame.eof:
+      self._input = self._frame.unused_data  # the start of the next frame, if any
+    return True
+
+  def close(self):
+    try:
+      self._raw.close()
+    finally:
+      super().close()
+
+
 def _read_lines(handle, max_bytes: int):
-  """Yields (line_number, bytes) without reading an over-long line into memory."""
+  """Yields (line_number, bytes, too_long) without reading an over-long line into memory.
+
+  The limit applies to the line without its terminator (\\n or \\r\\n). A leading UTF-8
+  BOM is dropped. A last line without a terminator is yielded only once the end of the
+  file is confirmed, so that a line cut by a truncated file is never taken for a record.
+  """
   lineno = 0
   while True:
-    line = handle.readline(max_bytes + 1)
+    line = handle.readline(max_bytes + 2)
     if not line:
       return
     lineno += 1
-    if len(line) > max_bytes and not line.endswith(b"\n"):
+    cut_at_limit = len(line) == max_bytes + 2 and not line.endswith(b"\n")
+    if lineno == 1 and line.startswith(_BOM):
+      line = line[len(_BOM):]
+    if cut_at_limit:
       # Over the limit: skip the rest of the line in bounded pieces, keep a prefix.
       prefix = line[: records.EXCERPT_CHARS * 4]
-      while line and not line.endswith(b"\n"):
-        line = handle.readline(1 << 20)
+      rest = line
+      while rest and not rest.endswith(b"\n"):
+        rest = handle.readline(1 << 20)
       yield lineno, prefix, True
       continue
-    yield lineno, line.rstrip(b"\r\n"), False
+    if not line.endswith(b"\n") and handle.read(1):
+      # readline stops short only at the end of the file; anything else is a broken reader.
+      raise IOError(f"line {lineno} ended before its terminator")
+    content = line.rstrip(b"\r\n")
+    if len(content) > max_bytes:
+      yield lineno, content[: records.EXCERPT_CHARS * 4], True
+      continue
+    yield lineno, content, False
 
 
 class _ReadFileRecords(beam.DoFn):
@@ -124,9 +244,9 @@ class _ReadFileRecords(beam.DoFn):
   def process(self, metadata):
     stage_clock("read")
     path = metadata.path
-    fmt = format_of(path, self._format)
     count = 0
     try:
+      fmt = format_of(path, self._format)  # Checked up front, but files may change.
       with open_decompressed(path) as handle:
         if fmt == "tfrecord":
           while True:
@@ -147,7 +267,8 @@ class _ReadFileRecords(beam.DoFn):
                   f"{path}:{lineno}", records.EMPTY_TEXT, "", "blank line"))
             else:
               yield records.RawRecord(f"{path}:{lineno}", payload, fmt)
-    except Exception as e:  # A corrupt gzip or TFRecord: report it, keep what was read.
+    except Exception as e:  # pylint: disable=broad-except
+      # A corrupt or truncated file: report it, keep what was read before the damage.
       _LOG.warning("Cannot read %s after %d records: %s", path, count, e)
       yield beam.pvalue.TaggedOutput(REJECTED_TAG, records.Rejected(
           f"{path}:after#{count}", records.UNREADABLE_FILE, "",
@@ -161,7 +282,10 @@ class _Validate(beam.DoFn):
 
   def process(self, raw):
     stage_clock("read")
-    out = records.parse_record(raw, **self._args)
+    try:
+      out = records.parse_record(raw, **self._args)  # Total already; belt and braces.
+    except Exception as e:  # pylint: disable=broad-except
+      out = records.unexpected(getattr(raw, "source", ""), getattr(raw, "payload", b""), e)
     if isinstance(out, records.Rejected):
       yield beam.pvalue.TaggedOutput(REJECTED_TAG, out)
     else:

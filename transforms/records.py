@@ -23,6 +23,12 @@ TOO_LARGE = "too_large"
 INVALID_ID = "invalid_id"
 INVALID_TFRECORD = "invalid_tfrecord"
 UNREADABLE_FILE = "unreadable_file"
+# The text holds a lone surrogate (a JSON escape like "\ud800"): not valid Unicode, so it
+# cannot be written as UTF-8 or tokenized.
+INVALID_TEXT = "invalid_text"
+# Belt and braces: any exception nobody foresaw while parsing one record. It is a bug to
+# fix, but it must cost one record, not the job.
+INVALID_RECORD = "invalid_record"
 
 EXCERPT_CHARS = 200
 
@@ -57,7 +63,7 @@ class Rejected:
     out = {"source": self.source, "reason": self.reason, "excerpt": self.excerpt}
     if self.detail:
       out["detail"] = self.detail
-    return json.dumps(out, ensure_ascii=False)
+    return json.dumps({k: safe_str(v) for k, v in out.items()}, ensure_ascii=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,11 +79,36 @@ def text_id(text: str) -> str:
   return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+def is_valid_unicode(s: str) -> bool:
+  """False when `s` holds a lone surrogate, which json.loads lets through from "\\ud800"."""
+  try:
+    s.encode("utf-8")
+  except UnicodeEncodeError:
+    return False
+  return True
+
+
+def safe_str(s: str) -> str:
+  """`s` with lone surrogates spelt as \\udXXX escapes, so it can be written as UTF-8."""
+  return s if is_valid_unicode(s) else s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def excerpt(payload: Any, limit: int = EXCERPT_CHARS) -> str:
   if isinstance(payload, bytes):
     payload = payload[: limit * 4].decode("utf-8", errors="replace")
   payload = str(payload)
-  return payload if len(payload) <= limit else payload[:limit] + "..."
+  payload = payload if len(payload) <= limit else payload[:limit] + "..."
+  return safe_str(payload)
+
+
+def _finite(value) -> Optional[float]:
+  """A float, or None for NaN/inf (JSON parsers accept NaN, Infinity and 1e999) and for
+  integers too big for a float: a teacher value that cannot be ranked counts as absent."""
+  try:
+    value = float(value)
+  except OverflowError:
+    return None
+  return value if math.isfinite(value) else None
 
 
 def _numeric_fields(obj: Mapping[str, Any], names) -> Dict[str, Any]:
@@ -85,13 +116,28 @@ def _numeric_fields(obj: Mapping[str, Any], names) -> Dict[str, Any]:
   for name in names:
     value = obj.get(name)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-      out[name] = float(value)
+      value = _finite(value)
+      if value is not None:
+        out[name] = value
   return out
+
+
+def unexpected(source: Any, payload: Any, error: BaseException) -> Rejected:
+  """The rejection for an exception nobody foresaw (see INVALID_RECORD)."""
+  return Rejected(str(source), INVALID_RECORD, excerpt(payload),
+                  f"{type(error).__name__}: {str(error)[:300]}")
 
 
 def parse_record(raw: RawRecord, text_field: str = "text", id_field: Optional[str] = None,
                  max_doc_bytes: int = 10 * 1024 * 1024, keep_fields=()):
-  """Turns a raw record into a Document or a Rejected. Never raises on bad input."""
+  """Turns a raw record into a Document or a Rejected. Never raises."""
+  try:
+    return _parse_record(raw, text_field, id_field, max_doc_bytes, keep_fields)
+  except Exception as e:  # pylint: disable=broad-except
+    return unexpected(getattr(raw, "source", ""), getattr(raw, "payload", b""), e)
+
+
+def _parse_record(raw, text_field, id_field, max_doc_bytes, keep_fields):
   if len(raw.payload) > max_doc_bytes:
     return Rejected(raw.source, TOO_LARGE, excerpt(raw.payload),
                     f"{len(raw.payload)} bytes > --max_doc_bytes={max_doc_bytes}")
@@ -108,6 +154,9 @@ def parse_record(raw: RawRecord, text_field: str = "text", id_field: Optional[st
     obj = json.loads(decoded)
   except ValueError as e:
     return Rejected(raw.source, INVALID_JSON, excerpt(decoded), str(e)[:200])
+  except RecursionError:  # json.loads recurses once per nesting level.
+    return Rejected(raw.source, INVALID_JSON, excerpt(decoded),
+                    "nested too deep (arrays/objects inside each other)")
   if not isinstance(obj, dict):
     return Rejected(raw.source, NOT_AN_OBJECT, excerpt(decoded))
   if text_field not in obj:
@@ -124,11 +173,17 @@ def parse_record(raw: RawRecord, text_field: str = "text", id_field: Optional[st
       return Rejected(raw.source, INVALID_ID, excerpt(decoded),
                       f"field {id_field!r} missing or not a string/integer")
     doc_id = str(doc_id)
+    if not is_valid_unicode(doc_id):
+      return Rejected(raw.source, INVALID_ID, excerpt(decoded),
+                      f"field {id_field!r} is not valid Unicode (lone surrogate)")
   return _make_document(raw.source, text, doc_id, _numeric_fields(obj, keep_fields),
                         max_doc_bytes)
 
 
 def _make_document(source, text, doc_id, fields, max_doc_bytes):
+  if not is_valid_unicode(text):
+    return Rejected(source, INVALID_TEXT, excerpt(text),
+                    "text is not valid Unicode (lone surrogate)")
   if not text.strip():
     return Rejected(source, EMPTY_TEXT, excerpt(text))
   if len(text.encode("utf-8")) > max_doc_bytes:
@@ -160,7 +215,11 @@ def _parse_tfrecord(raw, text_field, id_field, max_doc_bytes, keep_fields):
   if id_field:
     f = feats.get(id_field)
     if f is not None and f.bytes_list.value:
-      doc_id = f.bytes_list.value[0].decode("utf-8", errors="replace")
+      try:
+        doc_id = f.bytes_list.value[0].decode("utf-8")
+      except UnicodeDecodeError as e:  # A replaced id could collide with another.
+        return Rejected(raw.source, INVALID_ID, excerpt(f.bytes_list.value[0]),
+                        f"feature {id_field!r} is not valid UTF-8: {e}")
     elif f is not None and f.int64_list.value:
       doc_id = str(f.int64_list.value[0])
     if not doc_id:
@@ -169,16 +228,20 @@ def _parse_tfrecord(raw, text_field, id_field, max_doc_bytes, keep_fields):
   fields = {}
   for name in keep_fields:
     f = feats.get(name)
+    value = None
     if f is not None and f.float_list.value:
-      fields[name] = float(f.float_list.value[0])
+      value = _finite(f.float_list.value[0])
     elif f is not None and f.int64_list.value:
-      fields[name] = float(f.int64_list.value[0])
+      value = float(f.int64_list.value[0])
+    if value is not None:
+      fields[name] = value
   return _make_document(raw.source, text, doc_id, fields, max_doc_bytes)
 
 
 def score_row(doc: Document, selected: bool, rank: Optional[int]) -> str:
-  """One line of scores/: the id, every score, and the selection outcome."""
-  row = {"id": doc.id}
+  """One line of scores/: the id, where it was read (ids may repeat), every score, and the
+  selection outcome."""
+  row = {"id": doc.id, "source": safe_str(doc.source)}
   # JSON has no Infinity/NaN: a non-finite score (e.g. the perplexity of a document too
   # short to predict) is written as null.
   row.update({k: (v if not isinstance(v, float) or math.isfinite(v) else None)
