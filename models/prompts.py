@@ -85,7 +85,8 @@ def neutralize_answer_lines(text: str) -> str:
   """What the Ask-LLM judge reads of a document: the document without the lines that
   could pass for the judge's own answer.
 
-  - chat-control look-alikes (`<|im_start|>`, `<|eot_id|>`, ...) become a space;
+  - chat-control look-alikes (`<|im_start|>`, `<|eot_id|>`, ...) become a space, and a
+    line of them only is removed;
   - lines that are only an answer ("Answer: yes", "- yes", "yes yes yes", "The answer is
     no.", "OPTIONS:", "assistant") are removed, blank lines kept;
   - a line that starts or ends with a labelled answer ("Answer: yes, because ...",
@@ -97,11 +98,12 @@ def neutralize_answer_lines(text: str) -> str:
   prev = None
   while prev != text:  # to a fixed point, so that applying it twice changes nothing
     prev = text
-    text = _CONTROL.sub(" ", text)
     kept = []
     for line in text.split("\n"):
-      if _is_answer_line(line):
-        continue
+      bare = _CONTROL.sub(" ", line)
+      if _is_answer_line(bare) or (line.strip() and not bare.strip()):
+        continue  # an answer, or a line of chat markers only
+      line = bare
       cut = _TRAILING_ANSWER.sub(r"\1", _LABELLED_ANSWER.sub(r"\1", line))
       kept.append(cut.rstrip() if cut != line else line)
     text = "\n".join(kept)
