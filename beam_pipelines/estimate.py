@@ -7,6 +7,7 @@ turns tokens into GPU-hours with a throughput that is either given
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 from typing import Dict, Iterator, List, Optional
 
@@ -28,23 +29,21 @@ CPU_TOKENS_PER_SECOND_135M = 500.0
 
 
 def _sample_documents(patterns: List[str], input_format: str, text_field: str,
-                      limit: int) -> Iterator[tuple]:
-  """Yields (text, path) for the first `limit` valid documents, in file order."""
+                      limit: int, max_doc_bytes: int) -> Iterator[tuple]:
+  """Yields (text, bytes) for the first `limit` valid documents, in file order, read as
+  the job reads them (read_lib.iter_file_records)."""
   seen = 0
   for result in FileSystems.match(patterns):
     for meta in sorted(result.metadata_list, key=lambda m: m.path):
       fmt = read_lib.format_of(meta.path, input_format)
-      with read_lib.open_decompressed(meta.path) as handle:
-        if fmt == "tfrecord":
-          from apache_beam.io.tfrecordio import _TFRecordUtil
-          payloads = iter(lambda: _TFRecordUtil.read_record(handle), None)
-        else:
-          payloads = (line.rstrip(b"\r\n") for line in handle)
-        for i, payload in enumerate(payloads):
-          doc = records.parse_record(records.RawRecord(f"{meta.path}:{i + 1}", payload, fmt),
-                                     text_field=text_field)
+      file_records = read_lib.iter_file_records(meta.path, fmt, max_doc_bytes)
+      with contextlib.closing(file_records):  # closes the file when the sample is full
+        for raw in file_records:
+          if isinstance(raw, records.Rejected):
+            continue
+          doc = records.parse_record(raw, text_field=text_field, max_doc_bytes=max_doc_bytes)
           if isinstance(doc, records.Document):
-            yield doc.text, len(payload) + 1
+            yield doc.text, len(raw.payload) + 1
             seen += 1
             if seen >= limit:
               return
@@ -64,11 +63,13 @@ def count_parameters(resolved: loading.ResolvedModel) -> Optional[int]:
     return None
 
 
-def estimate(args, config: AskLLMConfig, sample_size: int = 1000,
-             gpu_tokens_per_second: Optional[float] = None,
-             gpu_price_per_hour: Optional[float] = None) -> Dict:
-  patterns = read_lib.split_patterns(args.input)
-  total_bytes = read_lib.check_inputs(patterns, args.input_format)
+def estimate(job) -> Dict:
+  """The estimate of a JobConfig (beam_pipelines/options.py): its scorer, inputs,
+  --estimate_sample, --gpu_tokens_per_second and --gpu_price_per_hour."""
+  config, sample_size = job.scorer, job.estimate_sample
+  gpu_tokens_per_second, gpu_price_per_hour = job.gpu_tokens_per_second, job.gpu_price_per_hour
+  patterns = list(job.patterns)
+  total_bytes = read_lib.check_inputs(patterns, job.input_format)
   resolved = loading.resolve_model(config.model, "scorer", config.allow_pickle_weights)
   tokenizer = load_tokenizer(resolved, config.trust_remote_code)
 
@@ -79,7 +80,8 @@ def estimate(args, config: AskLLMConfig, sample_size: int = 1000,
 
   docs = tokens = sample_bytes = 0
   for text, nbytes in itertools.islice(
-      _sample_documents(patterns, args.input_format, args.text_field, sample_size),
+      _sample_documents(patterns, job.input_format, job.text_field, sample_size,
+                        job.max_doc_bytes),
       sample_size):
     docs += 1
     sample_bytes += nbytes
@@ -89,7 +91,7 @@ def estimate(args, config: AskLLMConfig, sample_size: int = 1000,
   # Compressed inputs are measured in compressed bytes by check_inputs; the ratio of
   # uncompressed sample bytes would overstate nothing for plain files and understate
   # compressed ones, so say which.
-  compressed = any(p.lower().endswith(read_lib._COMPRESSED) for p in patterns)
+  compressed = any(p.lower().endswith(read_lib.COMPRESSED_SUFFIXES) for p in patterns)
   est_docs = max(docs, int(round(docs * total_bytes / max(sample_bytes, 1))))
   est_tokens = int(round(tokens / docs * est_docs))
   params = count_parameters(resolved)

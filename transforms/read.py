@@ -14,7 +14,7 @@ import lzma
 import os
 import re
 import threading
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, Iterator, List, Optional, Sequence, Union
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -34,7 +34,7 @@ _EXTENSIONS = {
     ".txt": "text", ".text": "text",
     ".tfrecord": "tfrecord", ".tfrecords": "tfrecord",
 }
-_COMPRESSED = (".gz", ".bz2", ".zst", ".zstd", ".lzma", ".xz")
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".lzma", ".xz")
 _BOM = b"\xef\xbb\xbf"
 # Listing a pattern longer than this is taken as a hang (no network, no credentials):
 # a listing of 100,000 gs:// objects takes well under a minute.
@@ -54,7 +54,7 @@ def format_of(path: str, input_format: str) -> str:
   if input_format != "auto":
     return input_format
   name = path.lower()
-  for suffix in _COMPRESSED:
+  for suffix in COMPRESSED_SUFFIXES:
     if name.endswith(suffix):
       name = name[: -len(suffix)]
   for ext, fmt in _EXTENSIONS.items():
@@ -234,6 +234,32 @@ def _read_lines(handle, max_bytes: int):
     yield lineno, content, False
 
 
+def iter_file_records(path: str, fmt: str, max_doc_bytes: int
+                      ) -> Iterator[Union[records.RawRecord, records.Rejected]]:
+  """The records of one file in format `fmt`, in file order: RawRecords, and a Rejected
+  for each line over max_doc_bytes or blank jsonl line. A file that cannot be read raises
+  where the damage starts (what was yielded before stays valid); lines follow _read_lines.
+  Shared by the pipeline's reader and --estimate_only, so that both see the same records.
+  """
+  with open_decompressed(path) as handle:
+    if fmt == "tfrecord":
+      count = 0
+      while True:
+        payload = _TFRecordUtil.read_record(handle)
+        if payload is None:
+          return
+        count += 1
+        yield records.RawRecord(f"{path}:#{count}", payload, fmt)
+    for lineno, payload, too_long in _read_lines(handle, max_doc_bytes):
+      if too_long:
+        yield records.Rejected(f"{path}:{lineno}", records.TOO_LARGE, records.excerpt(payload),
+                               f"line is over --max_doc_bytes={max_doc_bytes}")
+      elif not payload.strip() and fmt == "jsonl":
+        yield records.Rejected(f"{path}:{lineno}", records.EMPTY_TEXT, "", "blank line")
+      else:
+        yield records.RawRecord(f"{path}:{lineno}", payload, fmt)
+
+
 class _ReadFileRecords(beam.DoFn):
   """One matched file -> RawRecords; a file that cannot be read -> a rejection."""
 
@@ -247,26 +273,12 @@ class _ReadFileRecords(beam.DoFn):
     count = 0
     try:
       fmt = format_of(path, self._format)  # Checked up front, but files may change.
-      with open_decompressed(path) as handle:
-        if fmt == "tfrecord":
-          while True:
-            payload = _TFRecordUtil.read_record(handle)
-            if payload is None:
-              break
-            count += 1
-            yield records.RawRecord(f"{path}:#{count}", payload, fmt)
+      for record in iter_file_records(path, fmt, self._max):
+        count += 1
+        if isinstance(record, records.Rejected):
+          yield beam.pvalue.TaggedOutput(REJECTED_TAG, record)
         else:
-          for lineno, payload, too_long in _read_lines(handle, self._max):
-            count += 1
-            if too_long:
-              yield beam.pvalue.TaggedOutput(REJECTED_TAG, records.Rejected(
-                  f"{path}:{lineno}", records.TOO_LARGE, records.excerpt(payload),
-                  f"line is over --max_doc_bytes={self._max}"))
-            elif not payload.strip() and fmt == "jsonl":
-              yield beam.pvalue.TaggedOutput(REJECTED_TAG, records.Rejected(
-                  f"{path}:{lineno}", records.EMPTY_TEXT, "", "blank line"))
-            else:
-              yield records.RawRecord(f"{path}:{lineno}", payload, fmt)
+          yield record
     except Exception as e:  # pylint: disable=broad-except
       # A corrupt or truncated file: report it, keep what was read before the damage.
       _LOG.warning("Cannot read %s after %d records: %s", path, count, e)
