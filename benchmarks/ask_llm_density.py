@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from beam_pipelines import select_data  # noqa: E402
-from transforms import density_sketch as ds  # noqa: E402
+from beam_pipelines import options  # noqa: E402
+from transforms.sketch_counts import sketch_from_embeddings  # noqa: E402
 from transforms.density import SketchOptions, _params_from_sample, density_and_weight  # noqa: E402
 from transforms.sampling import sampling_key  # noqa: E402
 
@@ -37,8 +37,8 @@ def _cached(path, compute):
 
 def ask_llm_scores(texts):
   from models.ask_llm import load_scorer
-  args, _ = select_data.parse_args(["--input=x", "--output=y", "--device=cpu"])
-  scorer = load_scorer(select_data.ask_llm_config(args))
+  args, _ = options.parse_args(["--input=x", "--output=y", "--device=cpu"])
+  scorer = load_scorer(options.ask_llm_config(args))
   out = []
   for i in range(0, len(texts), 16):
     out.append(scorer.score(texts[i:i + 16])[:, 0])
@@ -89,7 +89,7 @@ def main():
   emb = _cached(a.cache + "_emb.npy", lambda: embeddings(texts)).astype(np.float32)
   opts = SketchOptions()
   params = _params_from_sample(list(emb[:opts.auto_sample]), opts)
-  sketch = ds.sketch_from_embeddings([emb], params)
+  sketch = sketch_from_embeddings([emb], params)
   dens, w = density_and_weight(emb, sketch)  # as the job computes them
   n = len(ids)
   k = int(n * a.keep)

@@ -3,7 +3,7 @@
     python templates/make_metadata.py           # (re)writes templates/metadata.json
     python templates/make_metadata.py --check   # exit status 1 when the file is stale
 
-Every user-facing option of `beam_pipelines.select_data.build_parser()` becomes one
+Every user-facing option of `beam_pipelines.options.build_parser()` becomes one
 parameter (only --help is left out), so the template never drifts from the job: the
 parameter name is the option without its dashes (the launcher passes `--name=value`),
 the help text is argparse's help, required options are not optional, and each option
@@ -227,7 +227,7 @@ def _description(parser: argparse.ArgumentParser) -> str:
 
 def build_metadata(parser: Optional[argparse.ArgumentParser] = None) -> dict:
   if parser is None:
-    from beam_pipelines.select_data import build_parser
+    from beam_pipelines.options import build_parser
     parser = build_parser()
   params = []
   for action in user_facing_actions(parser):

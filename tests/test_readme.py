@@ -2,7 +2,7 @@
 import os
 import re
 
-from beam_pipelines.select_data import build_parser
+from beam_pipelines.options import build_parser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

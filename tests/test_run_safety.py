@@ -12,6 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from beam_pipelines import select_data
+from beam_pipelines import options as job_options
 from tests.test_select_data import FEATURES, GOOD, read_jsonl, read_selected
 from transforms import write as write_lib
 
@@ -75,7 +76,7 @@ def test_unreachable_gcs_fails_fast_with_a_hint(tmp_path, monkeypatch, capsys):
   # A GCS endpoint where nothing listens: the client retries for minutes; the check
   # gives up after its timeout and says what to check.
   monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{_closed_port()}")
-  monkeypatch.setattr(select_data, "REMOTE_CHECK_TIMEOUT_S", 3.0)
+  monkeypatch.setattr(job_options, "REMOTE_CHECK_TIMEOUT_S", 3.0)
   _docs(str(tmp_path / "in"))
   err = _main_error([f"--input={tmp_path}/in/*.jsonl", "--output=gs://nobucket/out",
                      "--sampler=random"], capsys)
@@ -163,8 +164,9 @@ def test_finalize_in_the_pipeline_when_nobody_waits(tmp_path):
   files = _listing(out)
   assert "_SUCCESS" in files and not any(f.startswith("_temporary") for f in files)
   metrics = json.load(open(os.path.join(out, "metrics.json")))
-  assert metrics["counts"] == {"read": 12, "valid": 12, "rejected": 0,
+  assert metrics["counts"] == {"read": 12, "valid": 12, "rejected": 0, "accounted": True,
                                "rejected_by_reason": {}, "selected": 5}
+  assert metrics["options"]["sampler"] == "random" and "note" in metrics
   assert len(read_selected(out, {k: v for k, v in FEATURES.items()
                                  if k != "ask_llm_score"})) == 5
   assert len(read_jsonl(os.path.join(out, "scores", "*.jsonl"))) == 12

@@ -21,7 +21,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
-from beam_pipelines import select_data
+from beam_pipelines import graph, samplers, select_data
+from beam_pipelines import options as job_options
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "templates"
@@ -48,7 +49,7 @@ def metadata():
 
 @pytest.fixture(scope="module")
 def parser():
-  return select_data.build_parser()
+  return job_options.build_parser()
 
 
 def _actions_by_name(parser):
@@ -370,7 +371,7 @@ def _dataflow_argv(sampler):
   ]
 
 
-@pytest.mark.parametrize("sampler", select_data.SAMPLERS)
+@pytest.mark.parametrize("sampler", list(samplers.SAMPLERS))
 def test_pipeline_graph_builds_for_dataflow_without_cloud_or_models(sampler, monkeypatch):
   import models.ask_llm
   import models.loading
@@ -400,7 +401,7 @@ def test_pipeline_graph_builds_for_dataflow_without_cloud_or_models(sampler, mon
   assert options.view_as(GoogleCloudOptions).dataflow_service_options == [GPU]
   p = beam.Pipeline(options=options)
   assert type(p.runner).__name__ == "DataflowRunner"
-  select_data.build_pipeline(p, args)
+  graph.build_pipeline(p, job_options.JobConfig.from_args(args))
   proto = p.to_runner_api()  # never p.run()
 
   assert calls == []

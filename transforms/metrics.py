@@ -14,9 +14,35 @@ import apache_beam as beam
 NAMESPACE = "select_data"
 _LOG = logging.getLogger(__name__)
 
+# Every counter of the job (namespace select_data). Per-stage document counters carry
+# the stage's name; families end in ':' and take a suffix (a reason, a model).
+READ = "read"                            # records read from the input files
+VALID = "valid"                          # records that became Documents
+REJECTED_PREFIX = "rejected:"            # + reason (records.py), one per rejected record
+SCORED = "scored"                        # documents through Ask-LLM
+PERPLEXITY = "perplexity"                # documents through the perplexity scorer
+EMBEDDED = "embedded"                    # documents through the embedding model
+SCORING_FAILED_PREFIX = "scoring_failed:"  # + model namespace (ask_llm, embeddings, ...)
+TEACHER = "teacher"                      # teacher documents the head is fitted on
+TEACHER_HELD_BACK = "teacher_held_back"  # teacher documents held back for its fit report
+QUALITY_POOL = "quality_pool"            # documents in a sampler's quality pool
+SELECTED = "selected"                    # documents selected
+STAGE_COUNTERS = (SCORED, PERPLEXITY, EMBEDDED)
+COUNTERS = (READ, VALID, SCORED, PERPLEXITY, EMBEDDED, TEACHER, TEACHER_HELD_BACK,
+            QUALITY_POOL, SELECTED)
+FAMILIES = (REJECTED_PREFIX, SCORING_FAILED_PREFIX)
+
 
 def counter(name: str):
+  """A counter of the job; `name` must be declared above (a name or a family + suffix)."""
+  if name not in COUNTERS and not name.startswith(FAMILIES):
+    raise ValueError(f"undeclared counter {name!r}: declare it in transforms/metrics.py")
   return beam.metrics.Metrics.counter(NAMESPACE, name)
+
+
+def by_suffix(counts, prefix: str):
+  """{suffix: value} of the counters of one family, sorted by suffix."""
+  return {k[len(prefix):]: v for k, v in sorted(counts.items()) if k.startswith(prefix)}
 
 
 def stage_clock(stage: str) -> None:

@@ -21,6 +21,9 @@ from transforms.records import Document, Rejected, score_row
 SELECTED_DIR = "selected"
 SCORES_DIR = "scores"
 REJECTED_DIR = "rejected"
+SKETCH_FILE = "sketch.npz"
+HEAD_FILE = "quality_head.npz"
+HEAD_FIT_FILE = "quality_head_fit.json"
 
 
 def tf_example(doc: Document, rank: int) -> bytes:
@@ -133,6 +136,9 @@ class WriteOutputs(beam.PTransform):
 STAGING_ROOT = "_temporary"
 SUCCESS_FILE = "_SUCCESS"
 METRICS_FILE = "metrics.json"
+# Everything a run writes at the top of --output; a successful rerun replaces these.
+OUTPUT_NAMES = (SELECTED_DIR, SCORES_DIR, REJECTED_DIR, METRICS_FILE, SKETCH_FILE,
+                HEAD_FILE, HEAD_FIT_FILE)
 _MANIFEST = "_manifest.json"
 
 

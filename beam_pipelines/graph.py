@@ -1,0 +1,143 @@
+"""The job's pipeline graph: read -> validate -> score (Ask-LLM, perplexity, embeddings,
+quality head) -> sketch -> density -> select -> rank -> write, built from a JobConfig.
+
+Which stages appear is decided by the sampler's needs (beam_pipelines/samplers.py);
+nothing is read and no model is loaded while the graph is built.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipelines import run_metrics
+from beam_pipelines.options import JobConfig
+from beam_pipelines.samplers import DENSITY, HEAD
+from transforms import density_sketch, quality, quality_head
+from transforms import read as read_lib
+from transforms import write as write_lib
+from transforms.density import AttachDensity, BuildSketch, EmbedDocuments
+from transforms.score import ScoreAskLLM, ScorePerplexity
+from transforms.select import SelectTopK
+from transforms.write import HEAD_FILE, HEAD_FIT_FILE, SKETCH_FILE, WriteOutputs
+
+
+def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = None,
+                   finalize_in_pipeline: bool = False) -> None:
+  """Adds the whole job to `p`.
+
+  Args:
+    staging: where the outputs are written (default: --output itself).
+    finalize_in_pipeline: end with a step that writes metrics.json and moves the staged
+      outputs into --output (for launches that do not wait for the job).
+  """
+  staging = staging or job.output
+  written = []  # PCollections complete once an output is written.
+  read = p | "ReadDocuments" >> read_lib.ReadDocuments(
+      job.patterns, input_format=job.input_format, text_field=job.text_field,
+      id_field=job.id_field, max_doc_bytes=job.max_doc_bytes,
+      keep_fields=[job.teacher_field] if job.teacher_field else [])
+  docs = read["documents"]
+  total = beam.pvalue.AsSingleton(docs | "CountValid" >> beam.combiners.Count.Globally())
+  model_args = dict(batch_tokens=job.batch_tokens, large_model=job.large_model,
+                    model_copies=job.model_copies, total=total)
+  hints = {"accelerator": job.inference_accelerator} if job.inference_accelerator else {}
+
+  def on_accelerator(transform):
+    return transform.with_resource_hints(**hints) if hints else transform
+
+  if job.runs_ask_llm:
+    score = on_accelerator(ScoreAskLLM(job.scorer, max_batch_size=job.max_batch_size,
+                                       **model_args))
+    if job.sampler.uses(HEAD):
+      # Only the teacher fraction pays for Ask-LLM; the head scores everything.
+      seed, fraction = job.seed, job.teacher_fraction
+      teacher, others = docs | "ChooseTeacher" >> beam.Partition(
+          lambda d, _: 0 if quality.in_teacher_fraction(seed, d.id, fraction) else 1, 2)
+      docs = (teacher | "ScoreAskLLM" >> score, others) | "MergeTeacher" >> beam.Flatten()
+    else:
+      docs = docs | "ScoreAskLLM" >> score
+  if job.runs_perplexity:
+    docs = docs | "ScorePerplexity" >> on_accelerator(ScorePerplexity(
+        job.perplexity, max_batch_size=job.max_batch_size, **model_args))
+  unembedded = None
+  if job.runs_embeddings:
+    docs = docs | "Embed" >> on_accelerator(EmbedDocuments(job.embedding, **model_args))
+    # A document the embedding model failed on skips the head and the sketch and is
+    # ranked last (its score row says why).
+    docs, unembedded = docs | "SplitUnembedded" >> beam.Partition(
+        lambda d, _: 0 if d.embedding is not None else 1, 2)
+  if job.sampler.uses(HEAD):
+    docs = _quality_head(p, job, docs, staging, written)
+  if job.sampler.uses(DENSITY):
+    if job.sketch_from:
+      sketch = (p | "SketchPath" >> beam.Create([job.sketch_from])
+                | "LoadSketch" >> beam.Map(density_sketch.load_sketch))
+    else:
+      sketch = docs | "BuildSketch" >> BuildSketch(job.sketch)
+      written.append(sketch | "SaveSketch" >> beam.Map(
+          density_sketch.save_sketch, FileSystems.join(staging, SKETCH_FILE)))
+    docs = docs | "AttachDensity" >> AttachDensity(sketch, seed=job.seed)
+  if unembedded is not None:
+    docs = (docs, unembedded) | "MergeUnembedded" >> beam.Flatten()
+
+  selection, rest = _select(job, docs, total)
+  outputs = ({"ranked": selection["ranked"], "not_selected": rest,
+              "rejected": read["rejected"]} | "WriteOutputs" >> WriteOutputs(staging))
+  written.extend(outputs.values())
+  if finalize_in_pipeline:
+    p | "Finalize" >> write_lib.FinalizeOutput(
+        job.output, staging, write_lib.OUTPUT_NAMES, written,
+        run_metrics.PipelineSummary(job),
+        side_inputs=(total, run_metrics.rejected_by_reason(read["rejected"]),
+                     beam.pvalue.AsSingleton(selection["plan"])))
+
+
+def _quality_head(p, job: JobConfig, docs, staging: str, written: list):
+  """Fits the head on the teacher set (or loads a saved one) and applies it."""
+  model_name = job.embedding_name()
+  teacher_of = quality.teacher_value_fn(job.teacher_field)
+  if job.quality_head:
+    head = (p | "HeadPath" >> beam.Create([job.quality_head])
+            | "LoadHead" >> beam.Map(quality_head.load_head, model_name))
+  else:
+    head = docs | "FitQualityHead" >> quality.FitQualityHead(
+        teacher_of, job.seed, job.head_l2, model_name,
+        job.teacher_field or f"ask_llm_score on --teacher_fraction={job.teacher_fraction}")
+    written.append(head | "SaveHead" >> beam.Map(
+        quality_head.save_head, FileSystems.join(staging, HEAD_FILE)))
+  docs = docs | "ApplyQualityHead" >> quality.ApplyQualityHead(
+      head, keep_embeddings=job.sampler.uses(DENSITY))
+  if not job.quality_head:
+    written.append(docs | "ReportHeadFit" >> quality.ReportHeadFit(
+        teacher_of, job.seed, FileSystems.join(staging, HEAD_FIT_FILE)))
+  return docs
+
+
+def _select(job: JobConfig, docs, total):
+  """The sampler's selection, with its quality pool first when it has one. Returns
+  (SelectTopK's outputs, every document not selected)."""
+  select_args = dict(keep_fraction=job.keep_fraction, keep_count=job.keep_count,
+                     num_partitions=job.num_rank_partitions,
+                     docs_per_file=job.docs_per_file)
+  not_selected = []
+  if job.sampler.pool_key is not None:
+    # Quality first: a pool of the best documents, then coverage inside it.
+    pool_args = dict(select_args)
+    if job.keep_count is not None:
+      pool_args["keep_count"] = int(math.ceil(job.keep_count * job.quality_pool_factor))
+    else:
+      pool_args["keep_fraction"] = min(1.0, job.keep_fraction * job.quality_pool_factor)
+    pool = docs | "QualityPool" >> SelectTopK(key_fn=job.sampler.pool_key, rank=False,
+                                              counter_name="quality_pool", **pool_args)
+    docs = pool["selected"]
+    not_selected.append(pool["not_selected"])
+    select_args["k_of"] = total
+  selection = docs | "Select" >> SelectTopK(key_fn=job.sampler.key(job.seed),
+                                            **select_args)
+  not_selected.append(selection["not_selected"])
+  rest = (not_selected[0] if len(not_selected) == 1
+          else tuple(not_selected) | "FlattenNotSelected" >> beam.Flatten())
+  return selection, rest

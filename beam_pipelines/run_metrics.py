@@ -1,0 +1,130 @@
+"""metrics.json: one schema, built here for both ways a run ends.
+
+- A launcher that waits for the job builds it from the runner's counters (namespace
+  `select_data`, declared in transforms/metrics.py) and stage clocks: `from_runner`.
+- A run nobody waits for (a Flex Template launch) builds it inside the pipeline, from
+  counts the pipeline computes itself (`PipelineSummary`); it has the same keys, less
+  those only the runner knows (per-stage counts and times), and says so in `note`.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+
+from beam_pipelines.options import JobConfig
+from beam_pipelines.samplers import DENSITY, HEAD
+from transforms import density_sketch
+from transforms import metrics as m
+from transforms.write import HEAD_FIT_FILE, SKETCH_FILE
+
+# Counters reported when the runner saw them.
+_OPTIONAL_COUNTS = (m.QUALITY_POOL, m.TEACHER, m.TEACHER_HELD_BACK, m.PERPLEXITY)
+
+
+def options_dict(job: JobConfig) -> Dict[str, Any]:
+  return {k: (list(v) if isinstance(v, tuple) else v) for k, v in job.options.items()}
+
+
+def metrics_document(job: JobConfig, counts: Dict[str, Any],
+                     stage_times: Optional[Dict[str, float]] = None,
+                     wall_s: Optional[float] = None, **extra) -> Dict[str, Any]:
+  """The metrics.json dict; `counts` holds at least read, valid and rejected_by_reason."""
+  counts = dict(counts)
+  counts["rejected"] = sum(counts["rejected_by_reason"].values())
+  counts["accounted"] = counts[m.READ] == counts[m.VALID] + counts["rejected"]
+  scorer = job.scorer
+  doc = {
+      "counts": counts,
+      "options": options_dict(job),
+      "models": {
+          **({"scorer": job.scorer_name()}
+             if job.runs_ask_llm or job.runs_perplexity else {}),
+          **({"embedding": job.embedding_name()} if job.runs_embeddings else {})},
+      "ask_llm": ({"prompt": scorer.prompt, "chat_template": scorer.chat_template,
+                   "score": scorer.score, "yes_tokens": list(scorer.yes_tokens),
+                   "no_tokens": list(scorer.no_tokens)}
+                  if job.runs_ask_llm else None),
+  }
+  if stage_times is not None:
+    doc["stage_wall_time_s"] = stage_times
+  if wall_s is not None:
+    doc["wall_time_s"] = round(wall_s, 3)
+  doc.update(extra)
+  return doc
+
+
+def _value(metric_result):
+  # Committed values where the runner supports them, else attempted.
+  try:
+    v = metric_result.committed
+  except Exception:
+    v = None
+  return v if v is not None else metric_result.attempted
+
+
+def from_runner(result, job: JobConfig, staging: str, wall_s: float) -> Dict[str, Any]:
+  """metrics.json of a finished run: the runner's counters and stage clocks, and what
+  the run decided (the quality head's fit, the sketch's parameters) from `staging`."""
+  query = result.metrics().query(MetricsFilter().with_namespace(m.NAMESPACE))
+  counters, clocks = {}, {}
+  for c in query["counters"]:
+    counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + _value(c)
+  for d in query["distributions"]:
+    v = _value(d)
+    if v is not None and v.count:
+      name = d.key.metric.name.split(":", 1)[1]
+      lo, hi = clocks.get(name, (v.min, v.max))
+      clocks[name] = (min(lo, v.min), max(hi, v.max))
+  counts = {
+      m.READ: counters.get(m.READ, 0), m.VALID: counters.get(m.VALID, 0),
+      "rejected_by_reason": m.by_suffix(counters, m.REJECTED_PREFIX),
+      m.SCORED: counters.get(m.SCORED, 0), m.EMBEDDED: counters.get(m.EMBEDDED, 0),
+      m.SELECTED: counters.get(m.SELECTED, 0),
+  }
+  counts.update({k: counters[k] for k in _OPTIONAL_COUNTS if k in counters})
+  failed = {k: v for k, v in m.by_suffix(counters, m.SCORING_FAILED_PREFIX).items() if v}
+  if failed:
+    counts["scoring_failed"] = failed
+  extra = {}
+  fit_path = FileSystems.join(staging, HEAD_FIT_FILE)
+  if job.sampler.uses(HEAD) and FileSystems.exists(fit_path):
+    with FileSystems.open(fit_path) as f:
+      extra["quality_head"] = {"teacher_documents": counts.get(m.TEACHER, 0),
+                               "fit_on_held_back": json.loads(f.read())}
+  if job.sampler.uses(DENSITY):
+    # The sketch's actual parameters: the auto width and groups are decided in the job.
+    sketch_path = job.sketch_from or FileSystems.join(staging, SKETCH_FILE)
+    if FileSystems.exists(sketch_path):
+      sketch = density_sketch.load_sketch(sketch_path, verify=False)
+      extra["sketch"] = {**sketch.params.to_dict(), "documents": sketch.n,
+                         "path": job.sketch_from or FileSystems.join(job.output, SKETCH_FILE)}
+  stage_times = {k: round((hi - lo) / 1000.0, 3) for k, (lo, hi) in clocks.items()}
+  return metrics_document(job, counts, stage_times, wall_s, **extra)
+
+
+def rejected_by_reason(rejected):
+  """A side input {reason: count} of the rejected records (for PipelineSummary)."""
+  return beam.pvalue.AsDict(
+      rejected | "RejectedReason" >> beam.Map(lambda r: r.reason)
+      | "CountPerReason" >> beam.combiners.Count.PerElement())
+
+
+class PipelineSummary:
+  """metrics.json computed inside the pipeline, from its side inputs (the number of
+  valid documents, rejected records by reason, the selection plan)."""
+
+  def __init__(self, job: JobConfig):
+    self._job = job
+
+  def __call__(self, valid: int, reasons: Dict[str, int], plan) -> Dict[str, Any]:
+    counts = {m.VALID: valid, "rejected_by_reason": dict(sorted(reasons.items())),
+              m.SELECTED: plan.k}
+    counts[m.READ] = valid + sum(reasons.values())
+    return metrics_document(
+        self._job, counts,
+        note="written by the pipeline; see the runner's counters (namespace "
+             "select_data) for per-stage counts and times")

@@ -1,0 +1,96 @@
+"""The samplers, as one table: what each selects, what it needs, and its sort key.
+
+The parser's choices and --help, the README check and templates/metadata.json all come
+from SAMPLERS. Adding a sampler is one entry here plus its key function (and a README
+row, which tests/test_readme.py asks for).
+
+Sort keys are ascending = better (or drawn first) and end with (id, source), so they are
+unique per record and the selection is exact and deterministic (transforms/select.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, Optional, Tuple
+
+from transforms.density import density_sampling_key, random_key
+
+# What a sampler needs computed; the graph adds exactly these stages.
+ASK_LLM = "ask_llm"          # Ask-LLM scores on every document
+PERPLEXITY = "perplexity"    # perplexity under the scorer
+EMBEDDINGS = "embeddings"    # sentence embeddings
+HEAD = "quality_head"        # the quality head (fitted or loaded), on the embeddings
+DENSITY = "density"          # the LSH sketch and each document's density
+
+
+def _worst_last(value, higher_is_better: bool = True) -> tuple:
+  """A total sort key for a score (ascending = better): a document whose model failed
+  (no score) or whose score is NaN sorts after every scored one, so it is selected
+  only when nothing else is left, and a NaN never breaks the ordering."""
+  if value is None or value != value:
+    return (1, 0.0)
+  return (0, -value if higher_is_better else value)
+
+
+def ask_llm_key(doc):
+  """Best first: highest score, then smallest id, then source (unique per record)."""
+  return (_worst_last(doc.scores.get("ask_llm_score")), doc.id, doc.source)
+
+
+def quality_key(doc):
+  return (_worst_last(doc.scores.get("quality_score")), doc.id, doc.source)
+
+
+def perplexity_key(doc):
+  """The paper's perplexity filter keeps the lowest per-token perplexity first."""
+  return (_worst_last(doc.scores.get("perplexity"), higher_is_better=False), doc.id,
+          doc.source)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+  """One way of selecting.
+
+  Attributes:
+    name: the --sampler value.
+    help: one sentence for --help and the README.
+    needs: the stages it needs (ASK_LLM, PERPLEXITY, EMBEDDINGS, HEAD, DENSITY).
+    key: seed -> the final selection's sort key (a function of a Document).
+    pool_key: when set, a quality pool of --quality_pool_factor x k documents is taken
+      first by this key, and the final key selects inside it.
+  """
+  name: str
+  help: str
+  needs: Tuple[str, ...]
+  key: Callable[[int], Callable]
+  pool_key: Optional[Callable] = None
+
+  def uses(self, stage: str) -> bool:
+    return stage in self.needs
+
+
+_TABLE = (
+    Sampler("ask_llm", "top-k by Ask-LLM score", (ASK_LLM,), lambda seed: ask_llm_key),
+    Sampler("density", "draw k without replacement with probability proportional to "
+            "1/density (coverage)", (EMBEDDINGS, DENSITY), density_sampling_key),
+    Sampler("random", "uniform draw", (), random_key),
+    Sampler("ask_llm_density", "keep the top --quality_pool_factor x k by Ask-LLM, then "
+            "density-sample k from that pool", (ASK_LLM, EMBEDDINGS, DENSITY),
+            density_sampling_key, pool_key=ask_llm_key),
+    Sampler("quality_head", "top-k by the quality head's score (see below)",
+            (EMBEDDINGS, HEAD), lambda seed: quality_key),
+    Sampler("quality_head_density", "like ask_llm_density with the head",
+            (EMBEDDINGS, HEAD, DENSITY), density_sampling_key, pool_key=quality_key),
+    Sampler("perplexity", "keep the lowest per-token perplexity under --scorer_model (a "
+            "causal LM)", (PERPLEXITY,), lambda seed: perplexity_key),
+)
+SAMPLERS: Dict[str, Sampler] = {s.name: s for s in _TABLE}
+DEFAULT = "ask_llm"
+
+
+def names_using(stage: str) -> Tuple[str, ...]:
+  return tuple(s.name for s in _TABLE if s.uses(stage))
+
+
+def parser_help() -> str:
+  return (" ".join(f"{s.name}: {s.help}." for s in _TABLE)
+          + f" Draws are deterministic given --seed. Default: {DEFAULT}.")
