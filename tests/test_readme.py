@@ -24,3 +24,11 @@ def test_ci_runs_the_readme_test_command():
   readme = _readme()
   assert "bash scripts/test.sh" in readme and "bash scripts/run_example.sh" in readme
   assert "bash scripts/test.sh" in open(os.path.join(ROOT, ".ci", "run")).read()
+
+
+def test_every_sampler_is_in_the_readme_table():
+  from beam_pipelines.samplers import SAMPLERS
+  text = _readme()
+  table = text[text.index("### Samplers"):].split("\n\n", 2)[1]
+  documented = re.findall(r"^\| `([a-z_]+)`", table, flags=re.M)
+  assert documented == list(SAMPLERS), "README's sampler table differs from samplers.py"

@@ -12,7 +12,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import quality_head as qh
-from transforms.metrics import counter, stage_clock
+from transforms.metrics import TEACHER, TEACHER_HELD_BACK, counter, stage_clock
 from transforms.records import Document
 from transforms.sampling import uniform_from_id
 
@@ -65,9 +65,9 @@ class FitQualityHead(beam.PTransform):
     def route(doc):
       if teacher(doc) is None:
         return
-      counter("teacher").inc()
+      counter(TEACHER).inc()
       if is_held_back(seed, doc.id):
-        counter("teacher_held_back").inc()
+        counter(TEACHER_HELD_BACK).inc()
         return
       yield doc
 

@@ -23,6 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
 from transforms import records
+from transforms import metrics
 from transforms.metrics import stage_clock
 
 _LOG = logging.getLogger(__name__)
@@ -301,17 +302,17 @@ class _Validate(beam.DoFn):
     if isinstance(out, records.Rejected):
       yield beam.pvalue.TaggedOutput(REJECTED_TAG, out)
     else:
-      beam.metrics.Metrics.counter("select_data", "valid").inc()
+      metrics.counter(metrics.VALID).inc()
       yield out
 
 
 def _count_rejected(rejected: records.Rejected):
-  beam.metrics.Metrics.counter("select_data", f"rejected:{rejected.reason}").inc()
+  metrics.counter(metrics.REJECTED_PREFIX + rejected.reason).inc()
   return rejected
 
 
 def _count_read(x):
-  beam.metrics.Metrics.counter("select_data", "read").inc()
+  metrics.counter(metrics.READ).inc()
   return x
 
 
