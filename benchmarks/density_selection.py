@@ -26,7 +26,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from sketch_accuracy import WEBORG, embed_texts, groups_for, read_jsonl  # noqa: E402
-from transforms import density_sketch as ds  # noqa: E402
+from sketch_reference import exact_kernel_density  # noqa: E402
+from transforms.sketch_counts import sketch_from_embeddings  # noqa: E402
+from transforms.sketch_hashing import SketchParams, auto_bucket_width  # noqa: E402
 from transforms import sampling  # noqa: E402
 
 ROWS, BUCKETS, RATE = 1000, 20000, 0.2
@@ -50,12 +52,12 @@ def random_sample(ids, seed, k):
 
 
 def sketch_density(emb, k, width, seed, family):
-  p = ds.SketchParams(emb.shape[1], ROWS, BUCKETS, k, width, seed, groups_for(family, ROWS))
-  return ds.sketch_from_embeddings([emb], p).density(emb)
+  p = SketchParams(emb.shape[1], ROWS, BUCKETS, k, width, seed, groups_for(family, ROWS))
+  return sketch_from_embeddings([emb], p).density(emb)
 
 
 def exact_density(emb, k, width):
-  return ds.exact_kernel_density(emb, ds.SketchParams(emb.shape[1], 1, 1, k, width, 0))
+  return exact_kernel_density(emb, SketchParams(emb.shape[1], 1, 1, k, width, 0))
 
 
 def entropy(labels, n_topics):
@@ -83,7 +85,7 @@ def main():
   emb = np.concatenate([emb_all[pick], embed_texts([c[1] for c in copies])])
   is_copy = {i: "#copy" in i for i in ids}
   k_dup = int(RATE * len(ids))
-  d_med = ds.auto_bucket_width(emb, 1, factor=1.0)
+  d_med = auto_bucket_width(emb, 1, factor=1.0)
   seeds = range(5)
 
   def dup_share(dens_fn):
@@ -142,7 +144,7 @@ def main():
   for fam, k, f, width in settings:
     # f: auto width on each corpus, as the pipeline would do it from a sample
     width_of = (lambda e: width) if f is None else (
-        lambda e: ds.auto_bucket_width(e, k, factor=f))
+        lambda e: auto_bucket_width(e, k, factor=f))
     if fam == "exact":
       dup = dup_share(lambda s: exact_density(emb, k, width))
       cov = coverage(lambda rep, e: exact_density(e, k, width_of(e)))
@@ -155,12 +157,12 @@ def main():
   # cell). Emulated here with few buckets; density(debias=True) subtracts the expectation.
   print(f"\nSpurious-collision background (K=8, auto width, groups=sqrt): near-copy share")
   print(f"{'B':>6} {'n/B':>5} {'raw':>6} {'debiased':>9}")
-  width = ds.auto_bucket_width(emb, 8)
+  width = auto_bucket_width(emb, 8)
   for buckets in (20000, 500, 100, 30):
     shares = {False: [], True: []}
     for s in seeds:
-      p = ds.SketchParams(emb.shape[1], ROWS, buckets, 8, width, s, groups_for("sqrt", ROWS))
-      sketch = ds.sketch_from_embeddings([emb], p)
+      p = SketchParams(emb.shape[1], ROWS, buckets, 8, width, s, groups_for("sqrt", ROWS))
+      sketch = sketch_from_embeddings([emb], p)
       for debias in (False, True):
         dens = np.maximum(sketch.density(emb, debias=debias), 1.0)
         shares[debias].append(np.mean([is_copy[i] for i in ips_sample(ids, dens, s, k_dup)]))

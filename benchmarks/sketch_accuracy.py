@@ -21,7 +21,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from transforms import density_sketch as ds  # noqa: E402
+from sketch_reference import exact_kernel_density  # noqa: E402
+from transforms.sketch_counts import sketch_from_embeddings  # noqa: E402
+from transforms.sketch_hashing import (SketchParams, auto_bucket_width,  # noqa: E402
+                                       default_groups)
 
 DATA = "/work/shared/data"
 WEBORG = os.path.join(DATA, "weborganizer_topics_dev.jsonl")
@@ -76,20 +79,20 @@ def groups_for(spec, rows):
   if spec == "indep":
     return 0
   if spec == "sqrt":
-    return ds.default_groups(rows)
-  return max(ds.default_groups(rows), rows // int(spec.split("/")[1]))
+    return default_groups(rows)
+  return max(default_groups(rows), rows // int(spec.split("/")[1]))
 
 
 def accuracy(emb, k, width, rows, buckets, family, seeds=(1, 2, 3), exact=None):
   g = groups_for(family, rows)
   if g and k == 1:
     return float("nan"), exact
-  base = ds.SketchParams(emb.shape[1], rows, buckets, k, width, 0)
-  exact = ds.exact_kernel_density(emb, base) if exact is None else exact
+  base = SketchParams(emb.shape[1], rows, buckets, k, width, 0)
+  exact = exact_kernel_density(emb, base) if exact is None else exact
   rhos = []
   for seed in seeds:
-    p = ds.SketchParams(emb.shape[1], rows, buckets, k, width, seed, g)
-    rhos.append(spearman(ds.sketch_from_embeddings([emb], p).density(emb), exact))
+    p = SketchParams(emb.shape[1], rows, buckets, k, width, seed, g)
+    rhos.append(spearman(sketch_from_embeddings([emb], p).density(emb), exact))
   return float(np.mean(rhos)), exact
 
 
@@ -104,7 +107,7 @@ def main():
   texts = [r["text"] for r in read_jsonl(args.weborganizer)]
   texts_fw = [r["text"] for r in read_jsonl(args.fineweb)]
   emb = np.concatenate([embed_texts(texts), embed_texts(texts_fw)])
-  d_med = ds.auto_bucket_width(emb, 1, factor=1.0)  # median pairwise distance
+  d_med = auto_bucket_width(emb, 1, factor=1.0)  # median pairwise distance
   print(f"{len(emb)} documents ({len(texts)} WebOrganizer + {len(texts_fw)} FineWeb-Edu); "
         f"median pairwise distance {d_med:.3f}")
   print("Spearman(sketch density, exact kernel density), mean of 3 hash seeds; "

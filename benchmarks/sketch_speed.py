@@ -46,11 +46,11 @@ def _chunks(np, n_docs, chunk, seed=0):
     del x  # a suspended generator would hold it while the next chunk is generated
 
 
-def _naive(np, ds, params, n_docs):
+def _naive(np, sh, params, n_docs):
   """Straightforward numpy: one big projection, int64 K-tuples hashed with a multiply-add,
   modulo B, np.add.at. The same hash family and cost model as the paper's public code."""
   x = next(_chunks(np, n_docs, n_docs))
-  w, b = ds.make_hashes(params)
+  w, b = sh.make_hashes(params)
   k = params.hashes_per_row
   mult = np.random.default_rng(1).integers(1, 2**62, k) * 2 + 1
 
@@ -74,25 +74,25 @@ def _naive(np, ds, params, n_docs):
   return t1 - t0, t2 - t1, c1 - c0, c2 - c1, rss0, tracemalloc.get_traced_memory()[1] / 2**20
 
 
-def _fast(np, ds, params, n_docs, chunk):
-  hashes = ds.make_hashes(params)
-  ds.bucket_ids(next(_chunks(np, 64, 64)), params, hashes)  # BLAS buffers, outside timing
+def _fast(np, sh, sc, params, n_docs, chunk):
+  hashes = sh.make_hashes(params)
+  sh.bucket_ids(next(_chunks(np, 64, 64)), params, hashes)  # BLAS buffers, outside timing
   rss0 = _rss_mb()
   tracemalloc.start()  # numpy reports its buffers to tracemalloc: arrays only, no BLAS
   build = score = cpu_build = cpu_score = 0.0
-  counts, n = ds.new_counts(params), 0
+  counts, n = sc.new_counts(params), 0
   for x in _chunks(np, n_docs, chunk):
     t, c = time.perf_counter(), time.process_time()
-    ds._add_embeddings(counts, x, params, hashes, chunk)
+    sc._add_embeddings(counts, x, params, hashes, chunk)
     build += time.perf_counter() - t
     cpu_build += time.process_time() - c
     n += len(x)
     del x  # else the loop holds the previous chunk while the next one is generated
-  sketch = ds.Sketch(params, counts, n)
+  sketch = sc.Sketch(params, counts, n)
   lo = float("inf")
   for x in _chunks(np, n_docs, chunk):
     t, c = time.perf_counter(), time.process_time()
-    d = ds.density(x, sketch, hashes, chunk_size=chunk)
+    d = sc.density(x, sketch, hashes, chunk_size=chunk)
     score += time.perf_counter() - t
     cpu_score += time.process_time() - c
     lo = min(lo, d.min())
@@ -106,22 +106,22 @@ _SHARED = {}
 
 
 def _worker_build(w, procs, chunk):
-  np, ds, params, hashes, emb = (_SHARED[k] for k in ("np", "ds", "params", "hashes", "emb"))
-  counts = ds.new_counts(params)
+  np, sc, params, hashes, emb = (_SHARED[k] for k in ("np", "sc", "params", "hashes", "emb"))
+  counts = sc.new_counts(params)
   for s in range(w * chunk, emb.shape[0], procs * chunk):
-    ds._add_embeddings(counts, np.asarray(emb[s:s + chunk]), params, hashes, chunk)
+    sc._add_embeddings(counts, np.asarray(emb[s:s + chunk]), params, hashes, chunk)
   return counts  # pickled back to the parent: the cost of shipping an accumulator
 
 
 def _worker_score(w, procs, chunk):
-  np, ds, hashes, emb, sketch = (_SHARED[k] for k in ("np", "ds", "hashes", "emb", "sketch"))
+  np, sc, hashes, emb, sketch = (_SHARED[k] for k in ("np", "sc", "hashes", "emb", "sketch"))
   lo = float("inf")
   for s in range(w * chunk, emb.shape[0], procs * chunk):
-    lo = min(lo, ds.density(np.asarray(emb[s:s + chunk]), sketch, hashes, chunk_size=chunk).min())
+    lo = min(lo, sc.density(np.asarray(emb[s:s + chunk]), sketch, hashes, chunk_size=chunk).min())
   return lo
 
 
-def _parallel(np, ds, params, n_docs, chunk, procs):
+def _parallel(np, sh, sc, params, n_docs, chunk, procs):
   """`procs` processes, as `procs` Beam workers would run the job: each builds a partial
   sketch over its share of the chunks, the parent merges them (CombineFn merge), then each
   scores its share against the merged sketch (side input). Embeddings come from a
@@ -134,8 +134,8 @@ def _parallel(np, ds, params, n_docs, chunk, procs):
     emb[i * chunk:i * chunk + len(x)] = x
   emb.flush()
   del emb
-  hashes = ds.make_hashes(params)
-  _SHARED.update(np=np, ds=ds, params=params, hashes=hashes,
+  hashes = sh.make_hashes(params)
+  _SHARED.update(np=np, sc=sc, params=params, hashes=hashes,
                  emb=np.load(path, mmap_mode="r"))
   np.asarray(_SHARED["emb"]).sum()  # into the page cache, outside timing
   ctx = multiprocessing.get_context("fork")
@@ -145,10 +145,10 @@ def _parallel(np, ds, params, n_docs, chunk, procs):
     parts = pool.starmap(_worker_build, [(w, procs, chunk) for w in range(procs)])
   counts, n = None, 0
   for part in parts:
-    counts, n = ds.sketch_merge(counts, n, part, int(part[0].sum()))
+    counts, n = sc.sketch_merge(counts, n, part, int(part[0].sum()))
   del parts
   t1, c1 = time.perf_counter(), time.process_time()
-  _SHARED["sketch"] = ds.Sketch(params, counts, n)
+  _SHARED["sketch"] = sc.Sketch(params, counts, n)
   with ctx.Pool(procs) as pool:
     lo = min(pool.starmap(_worker_score, [(w, procs, chunk) for w in range(procs)]))
   t2, c2 = time.perf_counter(), time.process_time()
@@ -160,19 +160,20 @@ def _parallel(np, ds, params, n_docs, chunk, procs):
 
 def child(spec):
   import numpy as np
-  from transforms import density_sketch as ds
+  from transforms import sketch_counts as sc, sketch_hashing as sh
   from sketch_accuracy import groups_for
   groups = 0 if spec["family"] == "naive" else groups_for(spec["family"], ROWS)
-  params = ds.SketchParams(DIM, ROWS, BUCKETS, spec["k"], spec["width"], seed=1,
+  params = sh.SketchParams(DIM, ROWS, BUCKETS, spec["k"], spec["width"], seed=1,
                            groups=groups)
   base_peak = _maxrss_mb()
   if spec["family"] == "naive":
-    build, score, cpu_b, cpu_s, rss0, arrays = _naive(np, ds, params, spec["docs"])
+    build, score, cpu_b, cpu_s, rss0, arrays = _naive(np, sh, params, spec["docs"])
   elif spec.get("procs", 1) > 1:
-    build, score, cpu_b, cpu_s, rss0, arrays = _parallel(np, ds, params, spec["docs"],
+    build, score, cpu_b, cpu_s, rss0, arrays = _parallel(np, sh, sc, params, spec["docs"],
                                                          spec["chunk"], spec["procs"])
   else:
-    build, score, cpu_b, cpu_s, rss0, arrays = _fast(np, ds, params, spec["docs"], spec["chunk"])
+    build, score, cpu_b, cpu_s, rss0, arrays = _fast(np, sh, sc, params, spec["docs"],
+                                                     spec["chunk"])
   peak = _maxrss_mb()
   print(json.dumps(dict(spec, build_docs_s=spec["docs"] / build,
                         both_docs_s=spec["docs"] / (build + score),

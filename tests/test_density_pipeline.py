@@ -11,7 +11,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 
 from beam_pipelines import select_data
 from tests.test_select_data import read_jsonl, read_selected
-from transforms import density_sketch
+from transforms import sketch_io
 
 WORDS = ("river mountain cell energy market vote poem engine orbit fever harvest bridge "
          "museum glacier protein ledger violin desert tide circuit").split()
@@ -72,7 +72,7 @@ def test_density_sampling_is_deterministic_and_downweights_duplicates(tmp_path, 
   # Fewer copies are drawn than their 25% share of the corpus would give at random.
   assert sum(i.startswith("dup") for i in ids) < 5
   # The sketch artifact: counts sum to N per row, and it scores new data the same way.
-  sketch = density_sketch.load_sketch(os.path.join(out1, "sketch.npz"))
+  sketch = sketch_io.load_sketch(os.path.join(out1, "sketch.npz"))
   assert sketch.n == 80 and (sketch.counts.sum(axis=1) == 80).all()
   assert sketch.params.rows == 64 and sketch.params.buckets == 512
   assert sketch.params.groups == 8  # auto: ceil(sqrt(64)) shared projection groups
@@ -89,7 +89,7 @@ def test_density_sampling_is_deterministic_and_downweights_duplicates(tmp_path, 
 
   # Independent rows: another hash family, the same behaviour on the duplicates.
   out5, m5 = _run(tmp_path, tiny_bert_dir, "e", "--sampler=density", "--sketch_groups=0")
-  assert density_sketch.load_sketch(os.path.join(out5, "sketch.npz")).params.groups == 0
+  assert sketch_io.load_sketch(os.path.join(out5, "sketch.npz")).params.groups == 0
   assert m5["counts"]["selected"] == 20 and sum(i.startswith("dup") for i in _selected_ids(out5)) < 5
 
 

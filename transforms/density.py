@@ -1,8 +1,8 @@
 """Density (coverage) transforms: embed, build the LSH sketch (a CombineFn), score every
 document against it (a side input), and turn density into sampling keys.
 
-The pure parts live in transforms/density_sketch.py (hashing, counting, the CombineFn) and
-transforms/sampling.py (deterministic keys); this module is the Beam edge.
+The pure parts live in transforms/sketch_hashing.py (hashes, buckets), sketch_counts.py
+(counting, the CombineFn) and sampling.py (deterministic keys); this module is the Beam edge.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import apache_beam as beam
 import numpy as np
 
 from models.embeddings import EmbeddingConfig, EmbeddingModelHandler
-from transforms import density_sketch as ds
+from transforms import sketch_counts, sketch_hashing
 from transforms.metrics import stage_clock
 from transforms.records import Document
 from transforms.sampling import ips_weight, sampling_key, uniform_from_id
@@ -44,11 +44,11 @@ class EmbedDocuments(ScoreDocuments):
                      batch_tokens=batch_tokens, max_batch_size=max_batch_size, total=total)
 
 
-class _SketchWithParamsFromSideInput(ds.DensitySketchCombineFn):
+class _SketchWithParamsFromSideInput(sketch_counts.DensitySketchCombineFn):
   """The sketch CombineFn when the parameters are computed in the pipeline (the `auto`
   bucket width comes from a sample of the data): Beam passes them as a side input."""
 
-  def __init__(self, chunk_size: int = ds.DEFAULT_CHUNK):
+  def __init__(self, chunk_size: int = sketch_hashing.DEFAULT_CHUNK):
     super().__init__(params=None, chunk_size=chunk_size)
 
   def _bind(self, params):
@@ -88,7 +88,7 @@ class _SketchWithParamsFromSideInput(ds.DensitySketchCombineFn):
 class SketchOptions:
   """The sketch's shape; bucket_width None means `auto` (from a sample of the data);
   groups None means `auto`: ceil(sqrt(rows)) shared projection groups (see
-  density_sketch.py), 5-8x faster than independent rows with the same selection quality
+  sketch_hashing.py), 5-8x faster than independent rows with the same selection quality
   in benchmarks/density_selection.py; 0 means independent rows (sharper density ranks)."""
   rows: int = 1000
   buckets: int = 20000
@@ -102,22 +102,23 @@ class SketchOptions:
     if self.groups is not None:
       return self.groups
     # Shared groups need K >= 2 (a left and a right half per row).
-    return ds.default_groups(self.rows) if self.hashes_per_row >= 2 else 0
+    return sketch_hashing.default_groups(self.rows) if self.hashes_per_row >= 2 else 0
 
 
 def _embeddings_batch(docs):
   return np.stack([d.embedding for d in docs]).astype(np.float32, copy=False)
 
 
-def _params_from_sample(sample, options: SketchOptions) -> ds.SketchParams:
+def _params_from_sample(sample, options: SketchOptions) -> sketch_hashing.SketchParams:
   emb = np.stack(sample).astype(np.float32)
   width = options.bucket_width
   if width is None:
-    width = ds.auto_bucket_width(emb, options.hashes_per_row, seed=options.seed)
+    width = sketch_hashing.auto_bucket_width(emb, options.hashes_per_row, seed=options.seed)
     _LOG.info("auto bucket width %.4f from %d sampled embeddings", width, emb.shape[0])
-  return ds.SketchParams(dim=emb.shape[1], rows=options.rows, buckets=options.buckets,
-                         hashes_per_row=options.hashes_per_row, bucket_width=float(width),
-                         seed=options.seed, groups=options.resolved_groups())
+  return sketch_hashing.SketchParams(
+      dim=emb.shape[1], rows=options.rows, buckets=options.buckets,
+      hashes_per_row=options.hashes_per_row, bucket_width=float(width), seed=options.seed,
+      groups=options.resolved_groups())
 
 
 class BuildSketch(beam.PTransform):
@@ -153,14 +154,14 @@ class BuildSketch(beam.PTransform):
         _SketchWithParamsFromSideInput(), beam.pvalue.AsSingleton(params))
 
 
-def density_and_weight(emb: np.ndarray, sketch: ds.Sketch, hashes=None):
+def density_and_weight(emb: np.ndarray, sketch: sketch_counts.Sketch, hashes=None):
   """The job's `density` and `sampling_weight` of [N, dim] embeddings.
 
   Debiased: at scale n/B is large and chance bucket collisions drown a sharp kernel
   (near-copy share 0.40 raw vs 0.14 debiased at n/B = 47, benchmarks/density_selection.py).
   Every document scores at least 1 (itself), which also bounds the weight of a document
   scored against a loaded sketch that does not contain it."""
-  dens = np.maximum(ds.density(emb, sketch, hashes, debias=True), 1.0)
+  dens = np.maximum(sketch_counts.density(emb, sketch, hashes, debias=True), 1.0)
   return dens, ips_weight(dens, min_density=1.0)
 
 
@@ -172,10 +173,10 @@ class _AttachDensity(beam.DoFn):
     self._hashes_for = None
     self._hashes = None
 
-  def process(self, batch, sketch: ds.Sketch):
+  def process(self, batch, sketch: sketch_counts.Sketch):
     stage_clock("density")
     if self._hashes_for != sketch.params:
-      self._hashes, self._hashes_for = ds.make_hashes(sketch.params), sketch.params
+      self._hashes, self._hashes_for = sketch_hashing.make_hashes(sketch.params), sketch.params
     dens, weights = density_and_weight(_embeddings_batch(batch), sketch, self._hashes)
     for doc, d, w in zip(batch, dens, np.atleast_1d(weights)):
       yield dataclasses.replace(doc, embedding=None).with_scores(

@@ -40,7 +40,7 @@ def ips_weight(density, min_density: float = 1e-12):
   sketch that does not contain it, in an empty region) is clamped to min_density, which
   makes it all but certain to be drawn: nothing like it is in the corpus yet. For
   documents counted in the sketch pass min_density=1 (each collides with itself): a
-  debiased density (density_sketch.density(debias=True)) can fall below 1 by noise."""
+  debiased density (sketch_counts.density(debias=True)) can fall below 1 by noise."""
   d = np.asarray(density, dtype=np.float64)
   if np.any(np.isnan(d)) or np.any(d < 0):
     raise ValueError("density must be >= 0 and not NaN")
