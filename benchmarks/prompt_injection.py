@@ -21,10 +21,12 @@ of the same part, at --max_tokens (default 512, the pipeline's), with stratified
 bootstrap 95% intervals and the paired interval of the difference to `none`, as in
 benchmarks/scorer_quality.py. It also counts the dev documents the normaliser changes.
 
-Run from the repo root (2 CPU cores: about 8 minutes per prompt wording for the attacks
-with --n 12, 6 minutes for the AUC with 80 negatives):
-  .venv/bin/python benchmarks/prompt_injection.py --part tune --variants none,normalize,sandwich,both --auc_negatives 0
-  .venv/bin/python benchmarks/prompt_injection.py --part heldout --variants none,normalize
+Run from the repo root (2 shared CPU cores; the normaliser's prompts mostly equal ones
+already scored, which are cached). The README's numbers, 15 minutes each:
+  .venv/bin/python benchmarks/prompt_injection.py --part tune \
+      --variants none,normalize,sandwich,both --n 12 --attack_max_tokens 256 --auc_negatives 0
+  .venv/bin/python benchmarks/prompt_injection.py --part heldout \
+      --variants none,normalize --n 10 --attack_max_tokens 512 --auc_negatives 80
 """
 import argparse
 import hashlib
