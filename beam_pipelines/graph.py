@@ -15,7 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_pipelines import run_metrics
 from beam_pipelines.options import JobConfig
 from beam_pipelines.samplers import DENSITY, HEAD
-from transforms import density_sketch, quality, quality_head
+from transforms import quality, quality_head, sketch_io
 from transforms import read as read_lib
 from transforms import write as write_lib
 from transforms.density import AttachDensity, BuildSketch, EmbedDocuments
@@ -74,11 +74,11 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
   if job.sampler.uses(DENSITY):
     if job.sketch_from:
       sketch = (p | "SketchPath" >> beam.Create([job.sketch_from])
-                | "LoadSketch" >> beam.Map(density_sketch.load_sketch))
+                | "LoadSketch" >> beam.Map(sketch_io.load_sketch))
     else:
       sketch = docs | "BuildSketch" >> BuildSketch(job.sketch)
       written.append(sketch | "SaveSketch" >> beam.Map(
-          density_sketch.save_sketch, FileSystems.join(staging, SKETCH_FILE)))
+          sketch_io.save_sketch, FileSystems.join(staging, SKETCH_FILE)))
     docs = docs | "AttachDensity" >> AttachDensity(sketch, seed=job.seed)
   if unembedded is not None:
     docs = (docs, unembedded) | "MergeUnembedded" >> beam.Flatten()

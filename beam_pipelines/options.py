@@ -22,7 +22,7 @@ from models import loading
 from models.ask_llm import AskLLMConfig
 from models.embeddings import EmbeddingConfig
 from models.prompts import PROMPTS, resolve_prompt
-from transforms import density_sketch
+from transforms import sketch_hashing
 from transforms import read as read_lib
 from transforms.density import SketchOptions
 
@@ -361,7 +361,7 @@ def check_sampler_options(job: "JobConfig") -> None:
   if job.sampler.uses(DENSITY) and not job.sketch_from:
     options = job.sketch
     try:  # The sketch's own checks, before any worker starts (dim and width come later).
-      density_sketch.SketchParams(1, options.rows, options.buckets, options.hashes_per_row,
+      sketch_hashing.SketchParams(1, options.rows, options.buckets, options.hashes_per_row,
                                   1.0, options.seed, options.resolved_groups())
     except ValueError as e:
       raise UsageError(f"sketch options --sketch_rows={options.rows} --sketch_groups="

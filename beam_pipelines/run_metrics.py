@@ -17,7 +17,7 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from beam_pipelines.options import JobConfig
 from beam_pipelines.samplers import DENSITY, HEAD
-from transforms import density_sketch
+from transforms import sketch_io
 from transforms import metrics as m
 from transforms.write import HEAD_FIT_FILE, SKETCH_FILE
 
@@ -99,7 +99,7 @@ def from_runner(result, job: JobConfig, staging: str, wall_s: float) -> Dict[str
     # The sketch's actual parameters: the auto width and groups are decided in the job.
     sketch_path = job.sketch_from or FileSystems.join(staging, SKETCH_FILE)
     if FileSystems.exists(sketch_path):
-      sketch = density_sketch.load_sketch(sketch_path, verify=False)
+      sketch = sketch_io.load_sketch(sketch_path, verify=False)
       extra["sketch"] = {**sketch.params.to_dict(), "documents": sketch.n,
                          "path": job.sketch_from or FileSystems.join(job.output, SKETCH_FILE)}
   stage_times = {k: round((hi - lo) / 1000.0, 3) for k, (lo, hi) in clocks.items()}
