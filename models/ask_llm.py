@@ -1,5 +1,5 @@
 """The Ask-LLM scorer: P("yes") of an instruction-tuned LLM asked whether a document is
-informative, and the RunInference ModelHandler that applies it.
+informative. Texts in, numbers out; transforms/inference.py attaches them to Documents.
 
 One forward pass per document, no generation: the score is the softmax over the
 vocabulary at the first answer position, summed over the tokens that spell "yes".
@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
-from models.handler import DocumentModelHandler
 
 from models import loading
+# load_tokenizer is not used here: beam_pipelines (estimate.py, options.py) still
+# import it from this module until they switch to models.loading.
+from models.loading import (MAX_CHARS_PER_TOKEN, load_pretrained,  # noqa: F401
+                            load_tokenizer, resolve_device)
 from models.prompts import neutralize_answer_lines, resolve_prompt, strip_delimiters
-from transforms.records import Document
 
 _LOG = logging.getLogger(__name__)
-
-# A token covers rarely more than this many characters; cutting the text at
-# budget * this before tokenising keeps a 10 MB document from being tokenised whole,
-# without changing its first `budget` tokens.
-MAX_CHARS_PER_TOKEN = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,31 +39,6 @@ class AskLLMConfig:
 
   def template(self) -> str:
     return self.prompt if "{text}" in self.prompt else resolve_prompt(self.prompt)
-
-
-def resolve_device(device: str) -> str:
-  import torch
-  if device == "auto":
-    return "cuda" if torch.cuda.is_available() else "cpu"
-  if device == "cuda" and not torch.cuda.is_available():
-    raise RuntimeError(
-        "--device=cuda was requested but CUDA is not usable on this machine "
-        f"(torch {torch.__version__}, torch.cuda.is_available() is False). On Dataflow, "
-        "attach a GPU with --dataflow_service_options=\"worker_accelerator=type:nvidia-l4;"
-        "count:1;install-nvidia-driver\" and use an image with a CUDA build of torch; "
-        "locally, use --device=cpu or --device=auto.")
-  if device not in ("cpu", "cuda"):
-    raise ValueError(f"--device must be auto, cpu or cuda, not {device!r}")
-  return device
-
-
-def model_dtype(device: str):
-  import torch
-  if device == "cuda":
-    # Emulated bf16 (T4) is slow: use fp16 there.
-    return (torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False)
-            else torch.float16)
-  return torch.float32
 
 
 def single_token_ids(tokenizer, words: Iterable[str]) -> List[int]:
@@ -156,7 +128,7 @@ class AskLLMScorer:
   """A loaded model + tokenizer that turns document texts into (P(yes), P(no)).
 
   A plain class (not a tuple) so that RunInference can hold a weak reference to it, with
-  a `score` method so it also works when the model lives in another process
+  methods (`run`) so it also works when the model lives in another process
   (large_model / model_copies).
   """
 
@@ -225,70 +197,17 @@ class AskLLMScorer:
     """(P(yes), P(no)) for each text; batched internally by the caller's batch."""
     return self.score_ids([self.encode(t) for t in texts])
 
-  def score_documents(self, docs: Sequence[Document]) -> List[Document]:
-    probs = self.score([d.text for d in docs])
-    return [d.with_scores(**scores_from_probs(p_yes, p_no, self.config.score))
-            for d, (p_yes, p_no) in zip(docs, probs)]
+  def run(self, texts: Sequence[str]) -> np.ndarray:
+    """The interface every model of the job offers its RunInference handler
+    (transforms/inference.py): texts -> one row per text, here [N, 2] (P(yes), P(no))."""
+    return self.score(texts)
 
 
 def scores_from_probs(p_yes: float, p_no: float, mode: str) -> Dict[str, float]:
+  """A document's Ask-LLM scores from its (P(yes), P(no)); `mode` is AskLLMConfig.score."""
   normalized = p_yes / (p_yes + p_no) if (p_yes + p_no) > 0 else 0.5
   main = normalized if mode == "normalized" else p_yes
   return {"ask_llm_score": float(main), "p_yes": float(p_yes), "p_no": float(p_no)}
-
-
-def load_tokenizer(resolved: loading.ResolvedModel, trust_remote_code: bool = False):
-  from transformers import AutoTokenizer
-  try:
-    return AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code,
-                                         **resolved.from_pretrained_kwargs())
-  except OSError as e:
-    if resolved.is_hub:
-      raise loading.hub_error(resolved.spec, e) from e
-    raise
-
-
-def load_pretrained(spec: str, kind: str, device: str, auto_classes, *,
-                    allow_pickle: bool = False, trust_remote_code: bool = False,
-                    check_config=None):
-  """Loads a tokenizer and model from `spec` (bundled, local, gs://, hub id), the same
-  way for every model of the job: GGUF or safetensors only unless pickle is allowed,
-  bf16/fp16 on CUDA, a clear message when a hub id cannot be reached.
-
-  Args:
-    auto_classes: (class for decoder-only configs, class for encoder-decoder configs).
-    check_config: optional callable on the model config, to refuse a model before its
-      weights are loaded.
-  Returns:
-    (model in eval mode on `device`, tokenizer, ResolvedModel)
-  """
-  from transformers import AutoConfig
-  from transformers.utils import logging as hf_logging
-  # Per-tensor progress bars ("Loading weights", GGUF de-quantizing) drown the job's log.
-  hf_logging.disable_progress_bar()
-  resolved = loading.resolve_model(spec, kind, allow_pickle)
-  kwargs = resolved.from_pretrained_kwargs()
-  kwargs["trust_remote_code"] = trust_remote_code
-  try:
-    model_config = AutoConfig.from_pretrained(resolved.path, **kwargs)
-    if check_config is not None:
-      check_config(model_config, resolved)
-    tokenizer = load_tokenizer(resolved, trust_remote_code)
-    decoder_cls, encoder_decoder_cls = auto_classes
-    cls = (encoder_decoder_cls if getattr(model_config, "is_encoder_decoder", False)
-           else decoder_cls)
-    if not resolved.gguf_file and not allow_pickle:
-      kwargs["use_safetensors"] = True
-    model, info = cls.from_pretrained(resolved.path, dtype=model_dtype(device),
-                                      output_loading_info=True, **kwargs)
-  except OSError as e:
-    if resolved.is_hub:
-      raise loading.hub_error(resolved.spec, e) from e
-    raise
-  loading.check_loading_info(resolved.name, kind, cls.__name__, info)
-  model.to(device).eval()
-  _LOG.info("Loaded %s model %s on %s (%s)", kind, resolved.name, device, model.dtype)
-  return model, tokenizer, resolved
 
 
 def load_scorer(config: AskLLMConfig) -> AskLLMScorer:
@@ -301,12 +220,3 @@ def load_scorer(config: AskLLMConfig) -> AskLLMScorer:
   scorer = AskLLMScorer(model, tokenizer, config, device)
   scorer.model_name = resolved.name
   return scorer
-
-
-class AskLLMModelHandler(DocumentModelHandler):
-  """RunInference handler: Documents in, with `ask_llm_score`, `p_yes`, `p_no` out."""
-
-  def __init__(self, config: AskLLMConfig, large_model: bool = False,
-               model_copies: Optional[int] = None):
-    super().__init__(config, load_scorer, "ask_llm", large_model=large_model,
-                     model_copies=model_copies)

@@ -1,17 +1,14 @@
 """Sentence embeddings for Density sampling: mean pooling over the attention mask,
-L2-normalised, and the RunInference ModelHandler that attaches them to Documents."""
+L2-normalised. Texts in, vectors out; transforms/inference.py attaches them to Documents."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
-from models.handler import DocumentModelHandler
 
 from models import loading
-from models.ask_llm import MAX_CHARS_PER_TOKEN, load_pretrained, resolve_device
-from transforms.records import Document
-
+from models.loading import MAX_CHARS_PER_TOKEN, load_pretrained, resolve_device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,10 +48,9 @@ class Embedder:
       pooled = torch.nn.functional.normalize(pooled, dim=-1)
     return pooled.cpu().numpy().astype(np.float32)
 
-  def score_documents(self, docs: Sequence[Document]) -> list:
-    """The documents with their embeddings attached (the handler's common interface)."""
-    vectors = self.embed([d.text for d in docs])
-    return [dataclasses.replace(d, embedding=v) for d, v in zip(docs, vectors)]
+  def run(self, texts: Sequence[str]) -> np.ndarray:
+    """The RunInference handler's interface (transforms/inference.py): [N, dim]."""
+    return self.embed(texts)
 
 
 def load_embedder(config: EmbeddingConfig) -> Embedder:
@@ -64,12 +60,3 @@ def load_embedder(config: EmbeddingConfig) -> Embedder:
       config.model, "embedding", device, (AutoModel, AutoModel),
       allow_pickle=config.allow_pickle_weights, trust_remote_code=config.trust_remote_code)
   return Embedder(model, tokenizer, config, device, resolved.name)
-
-
-class EmbeddingModelHandler(DocumentModelHandler):
-  """RunInference handler: Documents in, the same Documents with `embedding` set."""
-
-  def __init__(self, config: EmbeddingConfig, large_model: bool = False,
-               model_copies: Optional[int] = None):
-    super().__init__(config, load_embedder, "embeddings", large_model=large_model,
-                     model_copies=model_copies)

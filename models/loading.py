@@ -1,4 +1,5 @@
-"""Where models come from: the bundled defaults, a local directory, gs://, or a hub id.
+"""Where models come from (the bundled defaults, a local directory, gs://, or a hub id)
+and how every model of the job is loaded from there (device, dtype, tokenizer, weights).
 
 Every loader here works offline for the first three. Weights must be safetensors or GGUF:
 pickle checkpoints (`pytorch_model.bin`, `*.pt`) can run arbitrary code when loaded, so they
@@ -206,8 +207,101 @@ def resolve_model(spec: str, kind: str, allow_pickle: bool = False) -> ResolvedM
   return ResolvedModel(spec, spec, spec, is_hub=True)
 
 
+def model_name(spec: str, kind: str) -> str:
+  """A model's identity for metrics.json and saved heads: the bundled model's name and
+  version, else what the user passed."""
+  if spec == DEFAULT:
+    return BUNDLED_SCORER_NAME if kind == "scorer" else BUNDLED_EMBEDDING_NAME
+  return spec
+
+
 def hub_error(spec: str, err: Exception) -> ModelNotFoundError:
   return ModelNotFoundError(
       f"could not load {spec!r} from the Hugging Face Hub ({type(err).__name__}: "
       f"{str(err).splitlines()[0][:200]}). Without network access, download the model "
       "elsewhere and pass a local directory or a gs:// path instead.")
+
+
+# A token covers rarely more than this many characters; cutting a text at
+# budget * this before tokenising keeps a 10 MB document from being tokenised whole,
+# without changing its first `budget` tokens.
+MAX_CHARS_PER_TOKEN = 32
+
+
+def resolve_device(device: str) -> str:
+  import torch
+  if device == "auto":
+    return "cuda" if torch.cuda.is_available() else "cpu"
+  if device == "cuda" and not torch.cuda.is_available():
+    raise RuntimeError(
+        "--device=cuda was requested but CUDA is not usable on this machine "
+        f"(torch {torch.__version__}, torch.cuda.is_available() is False). On Dataflow, "
+        "attach a GPU with --dataflow_service_options=\"worker_accelerator=type:nvidia-l4;"
+        "count:1;install-nvidia-driver\" and use an image with a CUDA build of torch; "
+        "locally, use --device=cpu or --device=auto.")
+  if device not in ("cpu", "cuda"):
+    raise ValueError(f"--device must be auto, cpu or cuda, not {device!r}")
+  return device
+
+
+def model_dtype(device: str):
+  import torch
+  if device == "cuda":
+    # Emulated bf16 (T4) is slow: use fp16 there.
+    return (torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False)
+            else torch.float16)
+  return torch.float32
+
+
+def load_tokenizer(resolved: ResolvedModel, trust_remote_code: bool = False):
+  from transformers import AutoTokenizer
+  try:
+    return AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code,
+                                         **resolved.from_pretrained_kwargs())
+  except OSError as e:
+    if resolved.is_hub:
+      raise hub_error(resolved.spec, e) from e
+    raise
+
+
+def load_pretrained(spec: str, kind: str, device: str, auto_classes, *,
+                    allow_pickle: bool = False, trust_remote_code: bool = False,
+                    check_config=None):
+  """Loads a tokenizer and model from `spec` (bundled, local, gs://, hub id), the same
+  way for every model of the job: GGUF or safetensors only unless pickle is allowed,
+  bf16/fp16 on CUDA, a clear message when a hub id cannot be reached.
+
+  Args:
+    auto_classes: (class for decoder-only configs, class for encoder-decoder configs).
+    check_config: optional callable on the model config, to refuse a model before its
+      weights are loaded.
+  Returns:
+    (model in eval mode on `device`, tokenizer, ResolvedModel)
+  """
+  from transformers import AutoConfig
+  from transformers.utils import logging as hf_logging
+  # Per-tensor progress bars ("Loading weights", GGUF de-quantizing) drown the job's log.
+  hf_logging.disable_progress_bar()
+  resolved = resolve_model(spec, kind, allow_pickle)
+  kwargs = resolved.from_pretrained_kwargs()
+  kwargs["trust_remote_code"] = trust_remote_code
+  try:
+    model_config = AutoConfig.from_pretrained(resolved.path, **kwargs)
+    if check_config is not None:
+      check_config(model_config, resolved)
+    tokenizer = load_tokenizer(resolved, trust_remote_code)
+    decoder_cls, encoder_decoder_cls = auto_classes
+    cls = (encoder_decoder_cls if getattr(model_config, "is_encoder_decoder", False)
+           else decoder_cls)
+    if not resolved.gguf_file and not allow_pickle:
+      kwargs["use_safetensors"] = True
+    model, info = cls.from_pretrained(resolved.path, dtype=model_dtype(device),
+                                      output_loading_info=True, **kwargs)
+  except OSError as e:
+    if resolved.is_hub:
+      raise hub_error(resolved.spec, e) from e
+    raise
+  check_loading_info(resolved.name, kind, cls.__name__, info)
+  model.to(device).eval()
+  _LOG.info("Loaded %s model %s on %s (%s)", kind, resolved.name, device, model.dtype)
+  return model, tokenizer, resolved

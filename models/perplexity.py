@@ -1,5 +1,5 @@
-"""Perplexity filtering: the perplexity of a document under a causal language model, and
-the RunInference ModelHandler that attaches it to Documents.
+"""Perplexity filtering: the perplexity of a document under a causal language model.
+Texts in, numbers out; transforms/inference.py attaches them to Documents.
 
 The score is exp(mean negative log-likelihood) over the document's predicted tokens (one
 forward pass, teacher forcing, no prompt). Low perplexity = text the model finds typical.
@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
-from models.handler import DocumentModelHandler
 
 from models import loading
-from models.ask_llm import (MAX_CHARS_PER_TOKEN, load_pretrained, resolve_device,
-                            special_affixes)
-from transforms.records import Document
+from models.ask_llm import special_affixes
+from models.loading import MAX_CHARS_PER_TOKEN, load_pretrained, resolve_device
 
 
 # Full logits are needed at every position ([rows, width, vocab] floats, 49152 wide for
@@ -143,12 +141,13 @@ class PerplexityScorer:
     """Mean NLL per token of each text."""
     return self.score_ids([self.encode(t) for t in texts])
 
-  def score_documents(self, docs: Sequence[Document]) -> List[Document]:
-    nlls = self.score([d.text for d in docs])
-    return [d.with_scores(**perplexity_scores(nll)) for d, nll in zip(docs, nlls)]
+  def run(self, texts: Sequence[str]) -> np.ndarray:
+    """The RunInference handler's interface (transforms/inference.py): [N] mean NLL."""
+    return self.score(texts)
 
 
 def perplexity_scores(mean_nll: float) -> Dict[str, float]:
+  """A document's perplexity scores from its mean NLL per token."""
   mean_nll = float(mean_nll)
   # exp overflows to +inf only for absurd NLLs (> 709 nats); math.exp would raise.
   ppl = math.inf if mean_nll > 709 else math.exp(mean_nll)
@@ -170,12 +169,3 @@ def load_perplexity_scorer(config: PerplexityConfig) -> PerplexityScorer:
       allow_pickle=config.allow_pickle_weights, trust_remote_code=config.trust_remote_code,
       check_config=refuse_encoder_decoder)
   return PerplexityScorer(model, tokenizer, config, device, resolved.name)
-
-
-class PerplexityModelHandler(DocumentModelHandler):
-  """RunInference handler: Documents in, with `perplexity` and `mean_nll` out."""
-
-  def __init__(self, config: PerplexityConfig, large_model: bool = False,
-               model_copies: Optional[int] = None):
-    super().__init__(config, load_perplexity_scorer, "perplexity", large_model=large_model,
-                     model_copies=model_copies)

@@ -10,8 +10,9 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from models import loading
-from models.ask_llm import (AskLLMConfig, AskLLMModelHandler, load_scorer, resolve_device,
-                            scores_from_probs)
+from models.ask_llm import AskLLMConfig, load_scorer, scores_from_probs
+from models.loading import resolve_device
+from transforms.inference import AskLLMModelHandler
 from transforms.records import Document
 
 TEXTS = [

@@ -11,8 +11,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from models import perplexity
-from models.perplexity import (PerplexityConfig, PerplexityModelHandler,
-                               load_perplexity_scorer, perplexity_scores)
+from models.perplexity import PerplexityConfig, load_perplexity_scorer, perplexity_scores
+from transforms.inference import PerplexityModelHandler, attach_perplexity
 from transforms.records import Document
 
 MAX_TOKENS = 64
@@ -55,7 +55,7 @@ def test_value_is_mean_cross_entropy_of_next_tokens(scorer):
     logp = torch.log_softmax(logits, -1)
     nll = -logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
     expected = float(nll.mean())
-    doc = scorer.score_documents([Document(id="d", text=text, source="s")])[0]
+    doc = attach_perplexity(Document(id="d", text=text, source="s"), scorer.run([text])[0])
     assert doc.scores["mean_nll"] == pytest.approx(expected, abs=1e-5)
     assert doc.scores["perplexity"] == pytest.approx(math.exp(expected), rel=1e-5)
     assert doc.text == text and doc.id == "d"
@@ -116,9 +116,8 @@ def test_bundled_model_smoke():
   english = "The Silk Road was a network of trade routes that connected China with the West."
   mash = "asdf qwer zxcv jkl; uiop ghjk vbnm tyru"
   repeated_mash = "asdf qwer zxcv jkl; " * 10
-  docs = scorer.score_documents([Document(id=str(i), text=t, source="s")
-                                 for i, t in enumerate([english, mash, repeated_mash])])
-  ppl = [d.scores["perplexity"] for d in docs]
+  ppl = [perplexity_scores(nll)["perplexity"]
+         for nll in scorer.run([english, mash, repeated_mash])]
   assert all(1 < p < math.inf for p in ppl)
   assert ppl[0] < ppl[1] / 10
   # A known weakness of perplexity filtering: a repeated string becomes predictable after

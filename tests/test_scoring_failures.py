@@ -6,11 +6,11 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
-from beam_pipelines import select_data
-from models.ask_llm import AskLLMConfig, AskLLMModelHandler, load_scorer
-from models.handler import error_field
+from beam_pipelines import samplers
+from models.ask_llm import AskLLMConfig, load_scorer
 from tests.pipeline_helpers import run_handler
 from transforms.density import density_sampling_key
+from transforms.inference import AskLLMModelHandler, error_field
 from transforms.records import Document
 
 TEXTS = ["Photosynthesis turns sunlight into sugar.", "POISON page", "Water boils at 100 C.",
@@ -24,10 +24,10 @@ class _FailsOn:
   def __init__(self, scorer, marker):
     self._scorer, self._marker = scorer, marker
 
-  def score_documents(self, docs):
-    if any(self._marker in d.text for d in docs):
+  def run(self, texts):
+    if any(self._marker in t for t in texts):
       raise ValueError(f"cannot score {self._marker}")
-    return self._scorer.score_documents(docs)
+    return self._scorer.run(texts)
 
 
 def _load_failing(config):
@@ -46,8 +46,8 @@ def _handler(model_dir, loader):
 
 def test_a_document_the_model_fails_on_is_marked_not_fatal(tiny_causal_lm_dir):
   docs = [Document(id=f"d{i}", text=t, source=f"f:{i}") for i, t in enumerate(TEXTS)]
-  alone = {d.id: d.scores for d in load_scorer(AskLLMConfig(
-      model=tiny_causal_lm_dir, max_tokens=128, device="cpu")).score_documents(docs[:1])}
+  p_yes_alone = load_scorer(AskLLMConfig(
+      model=tiny_causal_lm_dir, max_tokens=128, device="cpu")).score([docs[0].text])[0, 0]
 
   def check(out):
     by_id = {d.id: d for d in out}
@@ -55,7 +55,7 @@ def test_a_document_the_model_fails_on_is_marked_not_fatal(tiny_causal_lm_dir):
     assert by_id["d1"].scores == {error_field("ask_llm"): "ValueError: cannot score POISON"}
     for i in (0, 2, 3):
       assert 0 < by_id[f"d{i}"].scores["p_yes"] < 1
-    assert by_id["d0"].scores["p_yes"] == pytest.approx(alone["d0"]["p_yes"], abs=1e-5)
+    assert by_id["d0"].scores["p_yes"] == pytest.approx(p_yes_alone, abs=1e-5)
 
   with TestPipeline(runner="FnApiRunner") as p:
     out = run_handler(p, docs, _handler(tiny_causal_lm_dir, _load_failing), max_batch_size=4)
@@ -74,10 +74,10 @@ def test_unscored_and_nan_scores_sort_last():
     return Document(id=f"d{i}", text="t", source="s", scores=scores)
   docs = [doc(0, ask_llm_score=0.2), doc(1), doc(2, ask_llm_score=float("nan")),
           doc(3, ask_llm_score=0.9), doc(4, ask_llm_score=0.0)]
-  assert [d.id for d in sorted(docs, key=select_data.ask_llm_key)] == [
+  assert [d.id for d in sorted(docs, key=samplers.ask_llm_key)] == [
       "d3", "d0", "d4", "d1", "d2"]
   ppl = [doc(0, perplexity=5.0), doc(1), doc(2, perplexity=math.inf), doc(3, perplexity=2.0)]
-  assert [d.id for d in sorted(ppl, key=select_data.perplexity_key)] == ["d3", "d0", "d2", "d1"]
+  assert [d.id for d in sorted(ppl, key=samplers.perplexity_key)] == ["d3", "d0", "d2", "d1"]
   key = density_sampling_key(0)
   weighted = [doc(0, sampling_weight=0.5), doc(1), doc(2, sampling_weight=1.0)]
   assert [d.id for d in sorted(weighted, key=key)][-1] == "d1"

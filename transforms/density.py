@@ -14,8 +14,9 @@ from typing import Optional
 import apache_beam as beam
 import numpy as np
 
-from models.embeddings import EmbeddingConfig, EmbeddingModelHandler
+from models.embeddings import EmbeddingConfig
 from transforms import sketch_counts, sketch_hashing
+from transforms.inference import EmbeddingModelHandler
 from transforms.metrics import stage_clock
 from transforms.records import Document
 from transforms.sampling import ips_weight, sampling_key, uniform_from_id

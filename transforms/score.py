@@ -7,7 +7,8 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
-from models.ask_llm import AskLLMConfig, AskLLMModelHandler
+from models.ask_llm import AskLLMConfig
+from transforms.inference import AskLLMModelHandler, PerplexityModelHandler
 from transforms.metrics import LogProgress, stage_clock
 from transforms.records import Document
 
@@ -96,7 +97,6 @@ class ScorePerplexity(ScoreDocuments):
 
   def __init__(self, config, batch_tokens: int = 8192, max_batch_size: int = 64,
                large_model: bool = False, model_copies: Optional[int] = None, total=None):
-    from models.perplexity import PerplexityModelHandler
     super().__init__(PerplexityModelHandler(config, large_model=large_model,
                                             model_copies=model_copies),
                      stage="perplexity", max_tokens=config.max_tokens, frame_tokens=1,

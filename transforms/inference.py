@@ -1,6 +1,9 @@
-"""The RunInference ModelHandler shared by every model of the job."""
+"""The RunInference ModelHandlers of the job: Documents in, their texts to a model
+(models/, which knows texts only), each model output row attached back to its Document."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import threading
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence
@@ -8,6 +11,9 @@ from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
+from models.ask_llm import AskLLMConfig, load_scorer, scores_from_probs
+from models.embeddings import EmbeddingConfig, load_embedder
+from models.perplexity import PerplexityConfig, load_perplexity_scorer, perplexity_scores
 from transforms.records import Document
 
 _LOG = logging.getLogger(__name__)
@@ -31,8 +37,9 @@ def _one_line(e: BaseException) -> str:
 class DocumentModelHandler(ModelHandler[Document, Document, Any]):
   """Documents in, the same Documents with scores (or embeddings) attached out.
 
-  The loaded model is an object with `score_documents(docs)`, so that it also works
-  when it lives in another process (large_model / model_copies pass method calls).
+  The loaded model is an object with `run(texts)` returning one row per text (a method,
+  so that it also works when the model lives in another process: large_model /
+  model_copies pass method calls). `attach(doc, row)` puts a row on its Document.
   Batching is done upstream by `beam.SortAndBatchElements` (length-sorted, token
   budget), so use it as `RunInference(handler.with_no_batching())`.
 
@@ -46,14 +53,17 @@ class DocumentModelHandler(ModelHandler[Document, Document, Any]):
     config: the model's small, picklable config.
     loader: a module-level function config -> loaded model, called once per process.
     namespace: the metrics namespace RunInference reports under.
+    attach: a picklable function (Document, model output row) -> Document.
   """
 
-  def __init__(self, config, loader: Callable, namespace: str, large_model: bool = False,
+  def __init__(self, config, loader: Callable, namespace: str,
+               attach: Callable[[Document, Any], Document], large_model: bool = False,
                model_copies: Optional[int] = None):
     super().__init__(large_model=large_model, model_copies=model_copies)
     self._config = config
     self._loader = loader
     self._namespace = namespace
+    self._attach = attach
     self._lock = threading.Lock()
     self._seen = 0
     self._failed = 0
@@ -70,10 +80,18 @@ class DocumentModelHandler(ModelHandler[Document, Document, Any]):
   def load_model(self):
     return self._loader(self._config)
 
+  def _score(self, docs: Sequence[Document], model) -> list:
+    rows = model.run([d.text for d in docs])
+    # zip would silently drop documents a model returned no row for.
+    if len(rows) != len(docs):
+      raise RuntimeError(f"{self._namespace}: the model returned {len(rows)} rows for "
+                         f"{len(docs)} texts")
+    return [self._attach(d, row) for d, row in zip(docs, rows)]
+
   def run_inference(self, batch: Sequence[Document], model,
                     inference_args: Optional[Dict[str, Any]] = None) -> Iterable[Document]:
     try:
-      out = list(model.score_documents(batch))
+      out = self._score(batch, model)
       self._account(len(batch), 0)
       return out
     except Exception as e:  # pylint: disable=broad-except
@@ -82,7 +100,7 @@ class DocumentModelHandler(ModelHandler[Document, Document, Any]):
     out, failures = [], []
     for doc in batch:
       try:
-        out.extend(model.score_documents([doc]))
+        out.extend(self._score([doc], model))
       except Exception as e:  # pylint: disable=broad-except
         failures.append(e)
         out.append(doc.with_scores(**{error_field(self._namespace): _one_line(e)}))
@@ -113,3 +131,45 @@ class DocumentModelHandler(ModelHandler[Document, Document, Any]):
 
   def get_metrics_namespace(self) -> str:
     return self._namespace
+
+
+# The attach functions are module-level so that the handlers pickle.
+def attach_ask_llm(doc: Document, probs, mode: str) -> Document:
+  p_yes, p_no = probs
+  return doc.with_scores(**scores_from_probs(p_yes, p_no, mode))
+
+
+def attach_perplexity(doc: Document, mean_nll) -> Document:
+  return doc.with_scores(**perplexity_scores(mean_nll))
+
+
+def attach_embedding(doc: Document, vector) -> Document:
+  return dataclasses.replace(doc, embedding=vector)
+
+
+class AskLLMModelHandler(DocumentModelHandler):
+  """RunInference handler: Documents in, with `ask_llm_score`, `p_yes`, `p_no` out."""
+
+  def __init__(self, config: AskLLMConfig, large_model: bool = False,
+               model_copies: Optional[int] = None):
+    super().__init__(config, load_scorer, "ask_llm",
+                     functools.partial(attach_ask_llm, mode=config.score),
+                     large_model=large_model, model_copies=model_copies)
+
+
+class PerplexityModelHandler(DocumentModelHandler):
+  """RunInference handler: Documents in, with `perplexity` and `mean_nll` out."""
+
+  def __init__(self, config: PerplexityConfig, large_model: bool = False,
+               model_copies: Optional[int] = None):
+    super().__init__(config, load_perplexity_scorer, "perplexity", attach_perplexity,
+                     large_model=large_model, model_copies=model_copies)
+
+
+class EmbeddingModelHandler(DocumentModelHandler):
+  """RunInference handler: Documents in, the same Documents with `embedding` set."""
+
+  def __init__(self, config: EmbeddingConfig, large_model: bool = False,
+               model_copies: Optional[int] = None):
+    super().__init__(config, load_embedder, "embeddings", attach_embedding,
+                     large_model=large_model, model_copies=model_copies)
