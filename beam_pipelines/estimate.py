@@ -14,7 +14,8 @@ from typing import Dict, Iterator, List, Optional
 from apache_beam.io.filesystems import FileSystems
 
 from models import loading
-from models.ask_llm import AskLLMConfig, PromptEncoder, load_tokenizer
+from models.ask_llm import PromptEncoder
+from models.loading import load_tokenizer
 from transforms import read as read_lib
 from transforms import records
 

@@ -405,8 +405,8 @@ def check_scorer_options(job: "JobConfig") -> None:
   resolved = loading.resolve_model(config.model, "scorer", config.allow_pickle_weights)
   if resolved.is_hub or config.model.startswith("gs://"):
     return  # Checked when the workers load the model.
-  from models.ask_llm import PromptEncoder, load_tokenizer, single_token_ids
-  tokenizer = load_tokenizer(resolved, config.trust_remote_code)
+  from models.ask_llm import PromptEncoder, single_token_ids
+  tokenizer = loading.load_tokenizer(resolved, config.trust_remote_code)
   is_encoder_decoder = False
   if not resolved.gguf_file:
     from transformers import AutoConfig

@@ -14,8 +14,8 @@ cost, and how well a head distils a teacher scored on a fraction of the document
          is the honest estimate of "fit a head and choose l2 by CV". Per-fold AUCs give a
          mean +- sd.
      (b) Ask-LLM with the bundled scorer and the pipeline's default configuration
-         (select_data.ask_llm_config of the default arguments): AUC of P(yes), no fitting.
-     (c) perplexity with the bundled scorer (select_data.perplexity_config): AUC of
+         (options.ask_llm_config of the default arguments): AUC of P(yes), no fitting.
+     (c) perplexity with the bundled scorer (options.perplexity_config): AUC of
          -perplexity (lower perplexity ranked as better).
    95% CIs: stratified bootstrap percentiles over the evaluation documents, the same
    resamples for every method (so the paired differences have intervals too). For the
@@ -451,7 +451,7 @@ def main():
   import torch
   import transformers
   transformers.logging.set_verbosity_error()
-  from beam_pipelines import select_data
+  from beam_pipelines import options
   from models.embeddings import load_embedder
   from models.ask_llm import load_scorer
 
@@ -475,12 +475,12 @@ def main():
         f"{int((eval_mask & neg).sum())} negatives (edu<=1); torch threads "
         f"{torch.get_num_threads()}", flush=True)
 
-  default_args, _ = select_data.parse_args(["--input=unused", "--output=unused"])
+  default_args, _ = options.parse_args(["--input=unused", "--output=unused"])
   if args.current_l2 is None:
     args.current_l2 = default_args.head_l2
-  emb_cfg = select_data.embedding_config(default_args)
-  llm_cfg = select_data.ask_llm_config(default_args)
-  ppl_cfg = select_data.perplexity_config(default_args)
+  emb_cfg = options.embedding_config(default_args)
+  llm_cfg = options.ask_llm_config(default_args)
+  ppl_cfg = options.perplexity_config(default_args)
   print(f"embedding config: {emb_cfg}\nAsk-LLM config: {llm_cfg}\nperplexity config: "
         f"{ppl_cfg}", flush=True)
   path = lambda name: os.path.join(args.cache_dir, name)

@@ -13,10 +13,7 @@ from typing import Dict, Iterable, List, Sequence, Tuple
 import numpy as np
 
 from models import loading
-# load_tokenizer is not used here: beam_pipelines (estimate.py, options.py) still
-# import it from this module until they switch to models.loading.
-from models.loading import (MAX_CHARS_PER_TOKEN, load_pretrained,  # noqa: F401
-                            load_tokenizer, resolve_device)
+from models.loading import MAX_CHARS_PER_TOKEN, load_pretrained, resolve_device
 from models.prompts import neutralize_answer_lines, resolve_prompt, strip_delimiters
 
 _LOG = logging.getLogger(__name__)

@@ -8,12 +8,12 @@ import logging
 import threading
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
-from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
 from models.ask_llm import AskLLMConfig, load_scorer, scores_from_probs
 from models.embeddings import EmbeddingConfig, load_embedder
 from models.perplexity import PerplexityConfig, load_perplexity_scorer, perplexity_scores
+from transforms import metrics
 from transforms.records import Document
 
 _LOG = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class DocumentModelHandler(ModelHandler[Document, Document, Any]):
                          ) from failures[0]
     self._account(len(batch), len(failures))
     if failures:
-      Metrics.counter("select_data", f"scoring_failed:{self._namespace}").inc(len(failures))
+      metrics.counter(metrics.SCORING_FAILED_PREFIX + self._namespace).inc(len(failures))
       _LOG.warning("%s: %d of %d documents failed alone and are ranked last: %s",
                    self._namespace, len(failures), len(batch), _one_line(failures[0]))
     return out
