@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from beam_pipelines import select_data
@@ -128,3 +129,35 @@ def test_random_and_ask_llm_density(tmp_path, tiny_bert_dir, tiny_causal_lm_dir)
   assert [e["rank"] for e in feats] == list(range(10))
   by_id = {s["id"]: s for s in chosen}
   assert all(by_id[e["id"]]["rank"] == e["rank"] for e in feats)
+
+
+def _many_docs(d, n):
+  rng = np.random.default_rng(3)
+  words = ("river mountain cell energy market vote poem engine orbit fever harvest bridge "
+           "museum glacier protein ledger violin desert tide circuit").split()
+  os.makedirs(d, exist_ok=True)
+  with open(os.path.join(d, "docs.jsonl"), "w") as f:
+    for i in range(n):
+      f.write(json.dumps({"id": f"u{i:05d}", "text": " ".join(rng.choice(words, 10))}) + "\n")
+
+
+def test_density_is_deterministic_above_the_width_sample(tmp_path, tiny_bert_dir):
+  """2,000 documents: more than the 500 the auto width is computed from, so a random
+  sample would change the width and the ranks between runs and worker counts."""
+  _many_docs(str(tmp_path / "in"), 2000)
+  runs = []
+  for name, extra in (("a", []), ("b", []),
+                      ("c", ["--direct_num_workers=2",
+                             "--direct_running_mode=multi_threading"])):
+    out = str(tmp_path / name)
+    metrics = select_data.run(
+        [f"--input={tmp_path}/in/*.jsonl", f"--output={out}", "--id_field=id",
+         "--sampler=density", f"--embedding_model={tiny_bert_dir}", "--device=cpu",
+         "--keep_fraction=0.1", "--sketch_rows=64", "--sketch_buckets=512", "--seed=5",
+         "--embedding_max_tokens=16", *extra],
+        test_pipeline=TestPipeline(runner="FnApiRunner", options=PipelineOptions(extra)))
+    ranks = {s["id"]: s["rank"] for s in read_jsonl(os.path.join(out, "scores", "*.jsonl"))
+             if s["selected"]}
+    runs.append((metrics["sketch"]["bucket_width"], ranks))
+  assert len(runs[0][1]) == 200
+  assert runs[0] == runs[1] == runs[2]
