@@ -139,7 +139,7 @@ def main():
               for fam in families if not (fam in ("R/4", "sqrt") and k == 1)
               ]
   if args.grid == "full":
-    settings += [(fam, k, None, w) for k, w in ((4, 0.5), (8, 1.0))  # DESIGN.md's points
+    settings += [(fam, k, None, w) for k, w in ((4, 0.5), (8, 1.0))  # the points measured first
                  for fam in families]
   for fam, k, f, width in settings:
     # f: auto width on each corpus, as the pipeline would do it from a sample

@@ -135,9 +135,3 @@ def resolve_prompt(spec: str) -> str:
   if template.count("{text}") != 1:
     raise ValueError("a prompt template must contain '{text}' exactly once")
   return template
-
-
-def split_template(template: str):
-  """Returns the text before and after `{text}`."""
-  head, tail = template.split("{text}")
-  return head, tail

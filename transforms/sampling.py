@@ -1,4 +1,4 @@
-"""Deterministic weighted sampling without replacement (DESIGN.md section 3).
+"""Deterministic weighted sampling without replacement (Efraimidis-Spirakis keys).
 
 Each document gets the key log(u) / w (Efraimidis & Spirakis 2006) with u in (0, 1) from a
 hash of (seed, document id), and the k largest keys are the sample. Keeping the k largest

@@ -129,8 +129,7 @@ class SelectTopK(beam.PTransform):
 
   Returns:
     dict: `ranked` (rank_start, [(rank, Document), ...]) per output file, in rank order
-    inside; `not_selected` Documents; `count` (singleton: number of documents);
-    `plan` (singleton SelectionPlan).
+    inside; `not_selected` Documents; `plan` (singleton SelectionPlan).
   """
 
   def __init__(self, key_fn: Callable, keep_fraction: Optional[float] = None,
@@ -175,7 +174,7 @@ class SelectTopK(beam.PTransform):
     split = keyed | "Split" >> beam.ParDo(
         _Split(self._counter_name), bounds, plan_si, beam.pvalue.AsSingleton(cutoff)).with_outputs(
             NOT_SELECTED, main="selected")
-    out = {"not_selected": split[NOT_SELECTED], "count": n, "plan": plan}
+    out = {"not_selected": split[NOT_SELECTED], "plan": plan}
     if not self._rank:
       out["selected"] = split.selected | "DropKeys" >> beam.Map(lambda kv: kv[1][1])
       return out

@@ -1,4 +1,4 @@
-"""Density (coverage) counts of the LSH sketch (DESIGN.md section 3, the RACE idea).
+"""Density (coverage) counts of the LSH sketch (the RACE idea).
 
 Pass 1 sums a count matrix S[rows, buckets] over the corpus (`DensitySketchCombineFn`, or
 `sketch_from_embeddings` in memory); pass 2 scores each document as the mean over rows of

@@ -1,10 +1,10 @@
-"""LSH hashing for the density sketch (DESIGN.md section 3, the RACE idea): the hash
+"""LSH hashing for the density sketch (the RACE idea: an LSH kernel density sketch): the hash
 family, its parameters, and the bucket of every row for a batch of embeddings.
 
 Hash family: p-stable (Gaussian) projections h(x) = floor((x.w + b) / width). A row's
 bucket combines K = hashes_per_row such ids, so two documents share it with probability
 p(c)^K (c = their distance), which sharpens the kernel: with K = 1 it is so wide on unit
-vectors that density barely varies (measured, see DESIGN.md).
+vectors that density barely varies (measured in benchmarks/density_selection.py).
 
 Two ways to get the R*K ids of the rows (`SketchParams.groups`):
 - groups=0, independent rows (the default, the classic family): W has R*K columns, row r
