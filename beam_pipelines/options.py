@@ -147,14 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
       allow_abbrev=False)
   io = p.add_argument_group("input and output")
   io.add_argument("--input", required=True,
-                  help="File, glob, or comma-separated list; local or gs://; .gz is read "
-                       "transparently.")
+                  help="File, glob, or comma-separated list (not a directory: use DIR/*); "
+                       "local or gs://; .gz, .bz2, .xz and .zst are read transparently.")
   io.add_argument("--output", required=True,
                   help="Output directory (local or gs://): selected/, scores/, rejected/, "
                        "metrics.json.")
   io.add_argument("--input_format", default="auto", choices=read_lib.FORMATS,
                   help="auto picks by extension (.jsonl/.json, .txt, .tfrecord, optionally "
-                       ".gz); text = one document per line; tfrecord = tf.train.Example "
+                       "compressed); text = one document per line; tfrecord = tf.train.Example "
                        "with a bytes feature. Default: auto.")
   io.add_argument("--text_field", default="text",
                   help="JSON field or Example feature holding the text. Default: text.")
@@ -165,8 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
                   help="Longer documents are rejected as too_large; shorter ones are kept "
                        "whole (truncated only for scoring). Default: 10485760.")
   io.add_argument("--overwrite", **_FLAG,
-                  help="Replace the outputs of an earlier run in --output (otherwise a "
-                       "non-empty --output is refused).")
+                  help="Replace the outputs of an earlier run in --output once this run "
+                       "has succeeded (otherwise a non-empty --output is refused); other "
+                       "files there are kept.")
 
   sel = p.add_argument_group("selection")
   sel.add_argument("--sampler", default=samplers_lib.DEFAULT,
