@@ -67,15 +67,24 @@ class DocumentModelHandler(ModelHandler[Document, Document, Any]):
     self._lock = threading.Lock()
     self._seen = 0
     self._failed = 0
+    self.progress_interval_s = 30.0
 
   def __getstate__(self):
     state = dict(self.__dict__)
     state.pop("_lock", None)
+    state.pop("_progress", None)
     return state
 
   def __setstate__(self, state):
     self.__dict__.update(state)
     self._lock = threading.Lock()
+
+  def _model_progress(self) -> "metrics.ModelProgress":
+    progress = getattr(self, "_progress", None)
+    if progress is None:
+      progress = self._progress = metrics.ModelProgress(
+          self._namespace, self.progress_interval_s)
+    return progress
 
   def load_model(self):
     return self._loader(self._config)
@@ -90,6 +99,13 @@ class DocumentModelHandler(ModelHandler[Document, Document, Any]):
 
   def run_inference(self, batch: Sequence[Document], model,
                     inference_args: Optional[Dict[str, Any]] = None) -> Iterable[Document]:
+    progress = self._model_progress()
+    progress.batch_started()
+    out = self._run_batch(batch, model)
+    progress.batch_done(len(batch))
+    return out
+
+  def _run_batch(self, batch: Sequence[Document], model) -> list:
     try:
       out = self._score(batch, model)
       self._account(len(batch), 0)

@@ -74,6 +74,34 @@ def progress_line(stage: str, done: int, total: int, elapsed: float) -> str:
   return f"{stage}: {done} documents, {rate:.1f} docs/s"
 
 
+class ModelProgress:
+  """Progress of a model stage, logged from the inference step itself after each batch
+  (at most every `interval_s`): with one bundle (the local runner) no document leaves
+  that step before every batch is done, so a counter downstream would log nothing until
+  the end. Per process; the rate counts from the start of its first batch."""
+
+  def __init__(self, stage: str, interval_s: float = 30.0):
+    self._interval = interval_s
+    self._stage = stage
+    with _PROGRESS_LOCK:
+      self._state = _PROGRESS.setdefault("model:" + stage, _Progress())
+
+  def batch_started(self) -> None:
+    with self._state.lock:
+      if self._state.start is None:
+        self._state.start = self._state.last_log = time.time()
+
+  def batch_done(self, documents: int) -> None:
+    s = self._state
+    now = time.time()
+    with s.lock:
+      s.done += documents
+      if s.start is not None and now - s.last_log >= self._interval:
+        s.last_log = now
+        _LOG.info("%s (this worker process)", progress_line(
+            self._stage, s.done, 0, now - s.start))
+
+
 class LogProgress(beam.DoFn):
   """Counts documents past a stage and logs progress (done, docs/s, time left).
 
