@@ -19,6 +19,9 @@ import time
 from typing import List, Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Per-tensor progress bars of model loading (GGUF de-quantizing uses tqdm directly) are
+# noise in a job's log; tqdm reads this when it is first imported.
+os.environ.setdefault("TQDM_DISABLE", "1")
 
 import apache_beam as beam  # noqa: E402  (after the TF logging setting)
 from apache_beam.io.filesystems import FileSystems
