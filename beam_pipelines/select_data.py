@@ -144,7 +144,8 @@ def check_job(job: JobConfig, options) -> None:
       if job.runs_embeddings:
         loading.resolve_model(job.embedding.model, "embedding",
                               job.embedding.allow_pickle_weights)
-    check_sampler_options(job)
+    within_timeout(lambda: check_sampler_options(job), "--sketch_from/--quality_head",
+                   [p for p in (job.sketch_from, job.quality_head) if p])
     check_scorer_options(job)
     within_timeout(lambda: check_output_writable(job.output), "--output", [job.output])
     within_timeout(lambda: prepare_output(job.output, job.overwrite), "--output",
@@ -159,7 +160,9 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
   (None for a launch that does not wait, such as a Flex Template's)."""
   args, options = parse_args(argv)
   try:
-    job = JobConfig.from_args(args)
+    # Resolving --prompt=@gs://... reads a file: bounded like every remote check.
+    prompt_file = [args.prompt[1:]] if args.prompt.startswith("@") else []
+    job = within_timeout(lambda: JobConfig.from_args(args), "--prompt", prompt_file)
   except ValueError as e:  # e.g. an unreadable --prompt=@FILE
     raise UsageError(str(e)) from e
   if args.estimate_only:

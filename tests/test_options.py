@@ -57,5 +57,11 @@ def test_unreachable_gcs_fails_fast_with_a_hint(tmp_path, monkeypatch, capsys):
                      "--sampler=random"], capsys)
   assert "--input" in err and ("did not answer" in err or "credentials" in err.lower()
                                or "nobucket" in err)
+  for extra, option in ((["--sampler=density", "--sketch_from=gs://nobucket/sketch.npz"],
+                         "--sketch_from"),
+                        (["--prompt=@gs://nobucket/prompt.txt"], "--prompt")):
+    err = _main_error([f"--input={tmp_path}/in/*.jsonl", f"--output={tmp_path}/o2",
+                       *extra], capsys)
+    assert option in err and not (tmp_path / "o2").exists()
 
 
