@@ -102,6 +102,9 @@ def test_head_from_teacher_field_end_to_end(tmp_path, tiny_bert_dir):
   assert m["counts"]["teacher"] == len(teacher_ids)
   assert m["counts"]["teacher_held_back"] == len(held)
   assert m["quality_head"]["fit_on_held_back"]["held_back"] == len(held)
+  # A handful of held-back documents gives a meaningless AUC: the report says so.
+  assert len(held) < qh.MIN_HELD_BACK
+  assert "not reliable" in m["quality_head"]["fit_on_held_back"]["warning"]
   assert "ask_llm" not in m["models"] and "scorer" not in m["models"]
 
   # The fit used exactly the teacher records that are not held back: refit directly.
@@ -149,3 +152,30 @@ def test_teacher_option_errors(tmp_path, extra, message):
   _write(str(tmp_path / "in"), n=3)
   with pytest.raises(select_data.UsageError, match=message):
     _run(tmp_path, "x", *extra)
+
+
+def test_fit_report_warns_only_on_small_held_back_sets():
+  rng = np.random.default_rng(0)
+  y = rng.normal(size=200)
+  pairs = list(zip(y, y + rng.normal(scale=0.5, size=200)))
+  assert "warning" in qh.fit_report(pairs[:4]) and "warning" in qh.fit_report(pairs[:2])
+  big = qh.fit_report(pairs)
+  assert "warning" not in big and big["held_back"] == 200 and big["auc"] > 0.7
+
+
+def test_fit_report_sample_is_chosen_by_hash_not_at_random(tmp_path, monkeypatch):
+  """Above REPORT_SAMPLE held-back pairs the report uses a subset: the same one in every
+  run, whatever the input order."""
+  import apache_beam as beam
+  from transforms.records import Document
+  monkeypatch.setattr(quality, "REPORT_SAMPLE", 5)
+  docs = [Document(id=f"d{i:03d}", text="t", source=f"s:{i}", fields={"edu": float(i % 5)},
+                   scores={"quality_score": float((i * 7) % 11)}) for i in range(300)]
+  reports = []
+  for name, order in (("a", docs), ("b", docs[::-1]), ("c", docs[1::2] + docs[::2])):
+    path = str(tmp_path / f"{name}.json")
+    with TestPipeline(runner="FnApiRunner") as p:
+      _ = (p | beam.Create(order)
+           | quality.ReportHeadFit(quality.teacher_value_fn("edu"), 0, path))
+    reports.append(json.load(open(path)))
+  assert reports[0]["held_back"] == 5 and reports[0] == reports[1] == reports[2]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from typing import Callable, Optional
 
 import apache_beam as beam
@@ -16,6 +17,7 @@ from transforms.metrics import TEACHER, TEACHER_HELD_BACK, counter, stage_clock
 from transforms.records import Document
 from transforms.sampling import uniform_from_id
 
+_LOG = logging.getLogger(__name__)
 HELD_BACK_FRACTION = 0.2
 # At most this many held-back pairs are gathered for the fit report (a uniform sample).
 REPORT_SAMPLE = 100_000
@@ -119,16 +121,22 @@ class ReportHeadFit(beam.PTransform):
 
   def expand(self, scored_docs):
     teacher, seed, path = self._teacher, self._seed, self._path
+    # At most REPORT_SAMPLE pairs, chosen by a hash of (seed, id) rather than at random,
+    # so that the report is the same on every run and worker count.
     pairs = (scored_docs
              | "HeldBack" >> beam.FlatMap(
-                 lambda d: [(teacher(d), d.scores["quality_score"])]
+                 lambda d: [(uniform_from_id(seed, "report\x00" + d.id), d.id, d.source,
+                             teacher(d), d.scores["quality_score"])]
                  if teacher(d) is not None and is_held_back(seed, d.id) else [])
-             | "SamplePairs" >> beam.combiners.Sample.FixedSizeGlobally(REPORT_SAMPLE))
+             | "SamplePairs" >> beam.combiners.Top.Of(
+                 REPORT_SAMPLE, key=lambda t: t[:3], reverse=True))
     return pairs | "WriteFitReport" >> beam.Map(_write_report, path)
 
 
-def _write_report(pairs, path):
-  report = qh.fit_report(pairs)
+def _write_report(rows, path):
+  report = qh.fit_report([(teacher, score) for *_, teacher, score in rows])
+  if report.get("warning"):
+    _LOG.warning("Quality head: %s", report["warning"])
   with FileSystems.create(path) as f:
     f.write(json.dumps(report, indent=2).encode("utf-8"))
   return report

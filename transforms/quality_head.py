@@ -170,13 +170,28 @@ def fit_report(pairs) -> dict:
   from scipy.stats import spearmanr
   pairs = list(pairs)
   if len(pairs) < 3:
-    return {"held_back": len(pairs), "auc": None, "spearman": None}
+    return {"held_back": len(pairs), "auc": None, "spearman": None,
+            "warning": _small_fit_warning(len(pairs))}
   y = np.array([p[0] for p in pairs], np.float64)
   pred = np.array([p[1] for p in pairs], np.float64)
   labels = y > np.median(y)
   a = auc(pred, labels)
   rho = spearmanr(y, pred).statistic if np.ptp(y) > 0 and np.ptp(pred) > 0 else float("nan")
-  return {"held_back": len(pairs),
-          "auc": None if np.isnan(a) else round(a, 4),
-          "spearman": None if np.isnan(rho) else round(float(rho), 4),
-          "auc_definition": "teacher score above the held-back median vs the rest"}
+  report = {"held_back": len(pairs),
+            "auc": None if np.isnan(a) else round(a, 4),
+            "spearman": None if np.isnan(rho) else round(float(rho), 4),
+            "auc_definition": "teacher score above the held-back median vs the rest"}
+  if len(pairs) < MIN_HELD_BACK:
+    report["warning"] = _small_fit_warning(len(pairs))
+  return report
+
+
+# Below this many held-back documents an AUC says little (1.0 on 4 documents is luck):
+# the report says so instead of looking like a good fit.
+MIN_HELD_BACK = 50
+
+
+def _small_fit_warning(n: int) -> str:
+  return (f"only {n} held-back teacher documents (fewer than {MIN_HELD_BACK}): the AUC "
+          "and Spearman above are not reliable; give the head more teacher documents "
+          "(a larger --teacher_fraction, or more records with --teacher_field)")
