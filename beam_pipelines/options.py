@@ -24,7 +24,7 @@ from models.embeddings import EmbeddingConfig
 from models.prompts import PROMPTS, resolve_prompt
 from transforms import sketch_hashing
 from transforms import read as read_lib
-from transforms.density import SketchOptions
+from transforms.sketch_hashing import SketchOptions
 
 PROG = "python -m beam_pipelines.select_data"
 DESCRIPTION = """Select LLM pre-training data: score every document, keep the best, write ranked TFRecords.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Dict, Optional, Tuple
 
-from transforms.density import density_sampling_key, random_key
+from transforms.sampling import density_sampling_key, random_key
 
 # What a sampler needs computed; the graph adds exactly these stages.
 ASK_LLM = "ask_llm"          # Ask-LLM scores on every document

@@ -27,8 +27,6 @@ import apache_beam as beam  # noqa: E402  (after the TF logging setting)
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 
-from beam_pipelines import run_metrics
-from beam_pipelines.graph import build_pipeline
 from beam_pipelines.options import (JobConfig, UsageError, check_runner,
                                     check_sampler_options, check_scorer_options,
                                     is_local_runner, one_line, parse_args, within_timeout)
@@ -168,6 +166,10 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
   if args.estimate_only:
     return run_estimate(job)
   check_job(job, options)
+  # Imported here: the graph pulls in the model stages (torch through Beam's RunInference),
+  # which --help and a refused command line do not need.
+  from beam_pipelines import run_metrics
+  from beam_pipelines.graph import build_pipeline
   start = time.time()
   staging = write_lib.staging_dir(job.output, write_lib.new_run_id())
   waits = not options.view_as(GoogleCloudOptions).template_location

@@ -23,7 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from beam_pipelines import options  # noqa: E402
 from transforms.sketch_counts import sketch_from_embeddings  # noqa: E402
-from transforms.density import SketchOptions, _params_from_sample, density_and_weight  # noqa: E402
+from transforms.density import _params_from_sample, density_and_weight  # noqa: E402
+from transforms.sketch_hashing import SketchOptions  # noqa: E402
 from transforms.sampling import sampling_key  # noqa: E402
 
 

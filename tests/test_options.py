@@ -1,5 +1,6 @@
 """Option checks before the run (beam_pipelines/options.py): each bad option is one
 `error:` line and exit code 2, before any model is loaded or anything is written."""
+import os
 import socket
 
 import pytest
@@ -65,3 +66,16 @@ def test_unreachable_gcs_fails_fast_with_a_hint(tmp_path, monkeypatch, capsys):
     assert option in err and not (tmp_path / "o2").exists()
 
 
+
+
+def test_help_imports_neither_torch_nor_tensorflow():
+  """--help (and a refused command line) must not pay for the model stages' imports."""
+  import subprocess
+  import sys
+  out = subprocess.run([sys.executable, "-X", "importtime", "-m", "beam_pipelines.select_data",
+                        "--help"], capture_output=True, text=True, timeout=120,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert out.returncode == 0 and "--sampler" in out.stdout
+  imported = {line.split("|")[-1].strip().split(".")[0]
+              for line in out.stderr.splitlines() if line.startswith("import time:")}
+  assert "torch" not in imported and "tensorflow" not in imported

@@ -9,7 +9,7 @@ from apache_beam.testing.util import assert_that
 from beam_pipelines import samplers
 from models.ask_llm import AskLLMConfig, load_scorer
 from tests.pipeline_helpers import run_handler
-from transforms.density import density_sampling_key
+from transforms.sampling import density_sampling_key
 from transforms.inference import AskLLMModelHandler, error_field
 from transforms.records import Document
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from typing import Optional
 
 import apache_beam as beam
@@ -18,9 +17,9 @@ from models.embeddings import EmbeddingConfig
 from transforms import sketch_counts, sketch_hashing
 from transforms.inference import EmbeddingModelHandler
 from transforms.metrics import stage_clock
-from transforms.records import Document
-from transforms.sampling import ips_weight, sampling_key, uniform_from_id
+from transforms.sampling import ips_weight, uniform_from_id
 from transforms.score import ScoreDocuments
+from transforms.sketch_hashing import SketchOptions
 
 _LOG = logging.getLogger(__name__)
 # Documents per vectorised density/key computation.
@@ -83,27 +82,6 @@ class _SketchWithParamsFromSideInput(sketch_counts.DensitySketchCombineFn):
   def extract_output(self, acc, params):
     self._bind(params)
     return super().extract_output(acc)
-
-
-@dataclasses.dataclass(frozen=True)
-class SketchOptions:
-  """The sketch's shape; bucket_width None means `auto` (from a sample of the data);
-  groups None means `auto`: ceil(sqrt(rows)) shared projection groups (see
-  sketch_hashing.py), 5-8x faster than independent rows with the same selection quality
-  in benchmarks/density_selection.py; 0 means independent rows (sharper density ranks)."""
-  rows: int = 1000
-  buckets: int = 20000
-  hashes_per_row: int = 8
-  bucket_width: Optional[float] = None
-  seed: int = 0
-  auto_sample: int = 500
-  groups: Optional[int] = None
-
-  def resolved_groups(self) -> int:
-    if self.groups is not None:
-      return self.groups
-    # Shared groups need K >= 2 (a left and a right half per row).
-    return sketch_hashing.default_groups(self.rows) if self.hashes_per_row >= 2 else 0
 
 
 def _embeddings_batch(docs):
@@ -200,24 +178,3 @@ class AttachDensity(beam.PTransform):
                                                       max_batch_size=_DENSITY_BATCH)
             | "Density" >> beam.ParDo(_AttachDensity(self._seed),
                                       beam.pvalue.AsSingleton(self._sketch)))
-
-
-def density_sampling_key(seed: int):
-  """Sort key for SelectTopK (ascending = drawn first): the Efraimidis-Spirakis key
-  log(u)/w with w = 1/density, largest first."""
-
-  def key(doc: Document):
-    weight = doc.scores.get("sampling_weight")
-    if weight is None or not weight > 0:
-      # No density (the embedding model failed on it): drawn after every other document.
-      return ((1, 0.0), doc.id, doc.source)
-    return ((0, -sampling_key(seed, doc.id, weight)), doc.id, doc.source)
-  return key
-
-
-def random_key(seed: int):
-  """Uniform sampling: the same key with every weight 1."""
-
-  def key(doc: Document):
-    return (-math.log(uniform_from_id(seed, doc.id)), doc.id, doc.source)
-  return key

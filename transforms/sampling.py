@@ -14,6 +14,8 @@ from typing import Dict, List
 
 import numpy as np
 
+from transforms.records import Document
+
 _SCALE = 2.0 ** -53
 
 
@@ -51,3 +53,24 @@ def ips_weight(density, min_density: float = 1e-12):
 def select_top_k_keys(keys: Dict[str, float], k: int) -> List[str]:
   """Reference helper for tests: ids of the k largest keys, ties broken by id ascending."""
   return [i for i, _ in sorted(keys.items(), key=lambda kv: (-kv[1], kv[0]))[:max(k, 0)]]
+
+
+def density_sampling_key(seed: int):
+  """Sort key for SelectTopK (ascending = drawn first): the Efraimidis-Spirakis key
+  log(u)/w with w = 1/density, largest first."""
+
+  def key(doc: Document):
+    weight = doc.scores.get("sampling_weight")
+    if weight is None or not weight > 0:
+      # No density (the embedding model failed on it): drawn after every other document.
+      return ((1, 0.0), doc.id, doc.source)
+    return ((0, -sampling_key(seed, doc.id, weight)), doc.id, doc.source)
+  return key
+
+
+def random_key(seed: int):
+  """Uniform sampling: the same key with every weight 1."""
+
+  def key(doc: Document):
+    return (-math.log(uniform_from_id(seed, doc.id)), doc.id, doc.source)
+  return key

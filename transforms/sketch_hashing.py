@@ -278,3 +278,24 @@ def auto_bucket_width(sample_emb: np.ndarray, hashes_per_row: int,
 def default_groups(rows: int) -> int:
   """ceil(sqrt(R)): the fewest shared groups whose left x right pairs cover R rows."""
   return math.isqrt(rows - 1) + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class SketchOptions:
+  """The sketch's shape; bucket_width None means `auto` (from a sample of the data);
+  groups None means `auto`: ceil(sqrt(rows)) shared projection groups (see
+  above), 5-8x faster than independent rows with the same selection quality
+  in benchmarks/density_selection.py; 0 means independent rows (sharper density ranks)."""
+  rows: int = 1000
+  buckets: int = 20000
+  hashes_per_row: int = 8
+  bucket_width: Optional[float] = None
+  seed: int = 0
+  auto_sample: int = 500
+  groups: Optional[int] = None
+
+  def resolved_groups(self) -> int:
+    if self.groups is not None:
+      return self.groups
+    # Shared groups need K >= 2 (a left and a right half per row).
+    return default_groups(self.rows) if self.hashes_per_row >= 2 else 0
