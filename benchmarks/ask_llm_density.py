@@ -76,7 +76,9 @@ def describe(sel, edu, emb, dens):
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--data", default="/work/shared/data/fineweb_edu_annotated_dev.jsonl")
+  ap.add_argument("--data", default=os.path.join(
+      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
+      "fineweb_edu_annotated_dev.jsonl"))
   ap.add_argument("--keep", type=float, default=0.2)
   ap.add_argument("--seeds", type=int, default=5, help="draws averaged per sampler")
   ap.add_argument("--cache", default="/tmp/ald")

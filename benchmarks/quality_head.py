@@ -62,7 +62,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
 
-DATA = "/work/shared/data/fineweb_edu_annotated_dev.jsonl"
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
+                    "shared", "data", "fineweb_edu_annotated_dev.jsonl")
 L2_GRID = "1e-5,1e-4,1e-3,3e-3,1e-2,3e-2,1e-1,3e-1,1,3"
 FRACTIONS = (0.05, 0.1, 0.2, 0.5)
 PRIMARY_FRACTION = 0.1

@@ -136,7 +136,9 @@ def report(args, labels, scores, passes, groups, final):
 def main():
   ap = argparse.ArgumentParser(description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--data", default="/work/shared/data/fineweb_edu_annotated_dev.jsonl")
+  ap.add_argument("--data", default=os.path.join(
+      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
+      "fineweb_edu_annotated_dev.jsonl"))
   ap.add_argument("--negatives", type=int, default=160, help="negatives sampled (seeded)")
   ap.add_argument("--max_tokens", type=int, default=512)
   ap.add_argument("--passes", default=ALL_PASSES,

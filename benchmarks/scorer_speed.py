@@ -77,7 +77,9 @@ def run_plain(model, batch, length, n_batches):
 def main():
   ap = argparse.ArgumentParser(description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--data", default="/work/shared/data/fineweb_edu_annotated_dev.jsonl")
+  ap.add_argument("--data", default=os.path.join(
+      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
+      "fineweb_edu_annotated_dev.jsonl"))
   ap.add_argument("--n", type=int, default=200, help="the first N documents")
   ap.add_argument("--max_tokens", type=int, default=512)
   ap.add_argument("--batch_tokens", type=int, default=8192, help="(a) padded tokens per batch")

@@ -26,7 +26,8 @@ from transforms.sketch_counts import sketch_from_embeddings  # noqa: E402
 from transforms.sketch_hashing import (SketchParams, auto_bucket_width,  # noqa: E402
                                        default_groups)
 
-DATA = "/work/shared/data"
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
+                    "shared", "data")
 WEBORG = os.path.join(DATA, "weborganizer_topics_dev.jsonl")
 FINEWEB = os.path.join(DATA, "fineweb_edu_annotated_dev.jsonl")
 
