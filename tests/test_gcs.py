@@ -2,55 +2,22 @@
 gs:// input, gs:// output and a model stored in the bucket."""
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from beam_pipelines import select_data
+from tests.gcs_emulator import running_emulator
 from tests.test_select_data import GOOD, read_selected
 
 BUCKET = "test-bucket"
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def gcs_emulator():
-  port = _free_port()
-  proc = subprocess.Popen(
-      [sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1",
-       f"--port={port}", "--in-memory", f"--default-bucket={BUCKET}"],
-      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  old = os.environ.get("STORAGE_EMULATOR_HOST")
-  os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
-  deadline = time.time() + 30
-  while True:  # Wait until it accepts connections.
-    try:
-      socket.create_connection(("127.0.0.1", port), timeout=1).close()
-      break
-    except OSError:
-      if time.time() > deadline or proc.poll() is not None:
-        proc.kill()
-        pytest.fail("the GCS emulator did not start")
-      time.sleep(0.2)
-  try:
-    yield f"gs://{BUCKET}"
-  finally:
-    proc.terminate()
-    proc.wait(timeout=10)
-    if old is None:
-      os.environ.pop("STORAGE_EMULATOR_HOST", None)
-    else:
-      os.environ["STORAGE_EMULATOR_HOST"] = old
+  with running_emulator(BUCKET) as root:
+    yield root
 
 
 def _upload(local_path, uri):

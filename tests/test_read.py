@@ -7,9 +7,6 @@ import gzip
 import json
 import lzma
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -24,6 +21,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms import read, records
+from tests.gcs_emulator import running_emulator
 
 
 def _read(pattern, docs, rejected, **kw):
@@ -206,36 +204,10 @@ def test_listing_errors_and_hangs_become_input_errors(monkeypatch):
     release.set()
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 @pytest.fixture
-def gcs_bucket(monkeypatch):
-  """A real GCS API on localhost (gcp-storage-emulator), as in test_gcs.py."""
-  port = _free_port()
-  proc = subprocess.Popen(
-      [sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1",
-       f"--port={port}", "--in-memory", "--default-bucket=hardening"],
-      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-  deadline = time.time() + 30
-  while True:
-    try:
-      socket.create_connection(("127.0.0.1", port), timeout=1).close()
-      break
-    except OSError:
-      if time.time() > deadline or proc.poll() is not None:
-        proc.kill()
-        pytest.fail("the GCS emulator did not start")
-      time.sleep(0.2)
-  try:
-    yield "gs://hardening"
-  finally:
-    proc.terminate()
-    proc.wait(timeout=10)
+def gcs_bucket():
+  with running_emulator("hardening") as root:
+    yield root
 
 
 def test_gcs_directory_input_is_refused(gcs_bucket):
