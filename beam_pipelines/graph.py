@@ -7,7 +7,7 @@ nothing is read and no model is loaded while the graph is built.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Dict, List, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -19,21 +19,44 @@ from transforms import quality, quality_head, sketch_io
 from transforms import read as read_lib
 from transforms import write as write_lib
 from transforms.density import AttachDensity, BuildSketch, EmbedDocuments
+from transforms.inference import error_field
 from transforms.score import ScoreAskLLM, ScorePerplexity
+from transforms.score_cache import CacheSpec
 from transforms.select import SelectTopK
 from transforms.write import HEAD_FILE, HEAD_FIT_FILE, SKETCH_FILE, WriteOutputs
 
 
+def score_names(job: JobConfig) -> List[str]:
+  """The scores this job can give a document (the columns of a Parquet scores/)."""
+  names = []
+  if job.runs_ask_llm:
+    names += ["ask_llm_score", "p_yes", "p_no", error_field("ask_llm")]
+  if job.runs_perplexity:
+    names += ["perplexity", "mean_nll", error_field("perplexity")]
+  if job.runs_embeddings:
+    names += [error_field("embeddings")]
+  if job.sampler.uses(HEAD):
+    names += ["quality_score"]
+  if job.sampler.uses(DENSITY):
+    names += ["density", "sampling_weight"]
+  return names
+
+
 def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = None,
-                   finalize_in_pipeline: bool = False) -> None:
+                   finalize_in_pipeline: bool = False,
+                   caches: Optional[Dict[str, CacheSpec]] = None) -> None:
   """Adds the whole job to `p`.
 
   Args:
     staging: where the outputs are written (default: --output itself).
     finalize_in_pipeline: end with a step that writes metrics.json and moves the staged
       outputs into --output (for launches that do not wait for the job).
+    caches: the score cache of each model stage (caching.cache_specs, computed by the
+      launcher: fingerprints read model files, and building the graph reads nothing);
+      None or {}: no cache.
   """
   staging = staging or job.output
+  caches = caches or {}
   written = []  # PCollections complete once an output is written.
   read = p | "ReadDocuments" >> read_lib.ReadDocuments(
       job.patterns, input_format=job.input_format, text_field=job.text_field,
@@ -50,7 +73,7 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
 
   if job.runs_ask_llm:
     score = on_accelerator(ScoreAskLLM(job.scorer, max_batch_size=job.max_batch_size,
-                                       **model_args))
+                                       cache=caches.get("ask_llm"), **model_args))
     if job.sampler.uses(HEAD):
       # Only the teacher fraction pays for Ask-LLM; the head scores everything.
       seed, fraction = job.seed, job.teacher_fraction
@@ -61,10 +84,12 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
       docs = docs | "ScoreAskLLM" >> score
   if job.runs_perplexity:
     docs = docs | "ScorePerplexity" >> on_accelerator(ScorePerplexity(
-        job.perplexity, max_batch_size=job.max_batch_size, **model_args))
+        job.perplexity, max_batch_size=job.max_batch_size, cache=caches.get("perplexity"),
+        **model_args))
   unembedded = None
   if job.runs_embeddings:
-    docs = docs | "Embed" >> on_accelerator(EmbedDocuments(job.embedding, **model_args))
+    docs = docs | "Embed" >> on_accelerator(EmbedDocuments(
+        job.embedding, cache=caches.get("embeddings"), **model_args))
     # A document the embedding model failed on skips the head and the sketch and is
     # ranked last (its score row says why).
     docs, unembedded = docs | "SplitUnembedded" >> beam.Partition(
@@ -85,12 +110,14 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
 
   selection, rest = _select(job, docs, total)
   outputs = ({"ranked": selection["ranked"], "not_selected": rest,
-              "rejected": read["rejected"]} | "WriteOutputs" >> WriteOutputs(staging))
+              "rejected": read["rejected"]}
+             | "WriteOutputs" >> WriteOutputs(staging, scores_format=job.scores_format,
+                                              score_names=score_names(job)))
   written.extend(outputs.values())
   if finalize_in_pipeline:
     p | "Finalize" >> write_lib.FinalizeOutput(
         job.output, staging, write_lib.OUTPUT_NAMES, written,
-        run_metrics.PipelineSummary(job),
+        run_metrics.PipelineSummary(job, caches),
         side_inputs=(total, run_metrics.rejected_by_reason(read["rejected"]),
                      beam.pvalue.AsSingleton(selection["plan"])))
 

@@ -15,6 +15,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
+from beam_pipelines import caching
 from beam_pipelines.options import JobConfig
 from beam_pipelines.samplers import DENSITY, HEAD
 from transforms import sketch_io
@@ -66,7 +67,8 @@ def _value(metric_result):
   return v if v is not None else metric_result.attempted
 
 
-def from_runner(result, job: JobConfig, staging: str, wall_s: float) -> Dict[str, Any]:
+def from_runner(result, job: JobConfig, staging: str, wall_s: float,
+                caches: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
   """metrics.json of a finished run: the runner's counters and stage clocks, and what
   the run decided (the quality head's fit, the sketch's parameters) from `staging`."""
   query = result.metrics().query(MetricsFilter().with_namespace(m.NAMESPACE))
@@ -89,7 +91,11 @@ def from_runner(result, job: JobConfig, staging: str, wall_s: float) -> Dict[str
   failed = {k: v for k, v in m.by_suffix(counters, m.SCORING_FAILED_PREFIX).items() if v}
   if failed:
     counts["scoring_failed"] = failed
-  extra = {}
+  # Per model stage: documents taken from the score cache and documents the model ran
+  # on; they add up to the documents the stage needed.
+  for name, prefix in (("from_cache", m.FROM_CACHE_PREFIX), ("inferred", m.INFERRED_PREFIX)):
+    counts[name] = {ns: counters.get(prefix + ns, 0) for ns in _model_stages(job)}
+  extra = {"cache": caching.cache_metrics(job, caches or {}, counters)}
   fit_path = FileSystems.join(staging, HEAD_FIT_FILE)
   if job.sampler.uses(HEAD) and FileSystems.exists(fit_path):
     with FileSystems.open(fit_path) as f:
@@ -106,6 +112,12 @@ def from_runner(result, job: JobConfig, staging: str, wall_s: float) -> Dict[str
   return metrics_document(job, counts, stage_times, wall_s, **extra)
 
 
+def _model_stages(job: JobConfig):
+  return [ns for ns, runs in (("ask_llm", job.runs_ask_llm),
+                              ("perplexity", job.runs_perplexity),
+                              ("embeddings", job.runs_embeddings)) if runs]
+
+
 def rejected_by_reason(rejected):
   """A side input {reason: count} of the rejected records (for PipelineSummary)."""
   return beam.pvalue.AsDict(
@@ -117,14 +129,15 @@ class PipelineSummary:
   """metrics.json computed inside the pipeline, from its side inputs (the number of
   valid documents, rejected records by reason, the selection plan)."""
 
-  def __init__(self, job: JobConfig):
+  def __init__(self, job: JobConfig, caches: Optional[Dict[str, Any]] = None):
     self._job = job
+    self._caches = caches or {}
 
   def __call__(self, valid: int, reasons: Dict[str, int], plan) -> Dict[str, Any]:
     counts = {m.VALID: valid, "rejected_by_reason": dict(sorted(reasons.items())),
               m.SELECTED: plan.k}
     counts[m.READ] = valid + sum(reasons.values())
     return metrics_document(
-        self._job, counts,
+        self._job, counts, cache=caching.cache_metrics(self._job, self._caches),
         note="written by the pipeline; see the runner's counters (namespace "
              "select_data) for per-stage counts and times")

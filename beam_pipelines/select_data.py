@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Per-tensor progress bars of model loading (GGUF de-quantizing uses tqdm directly) are
@@ -27,15 +27,19 @@ import apache_beam as beam  # noqa: E402  (after the TF logging setting)
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 
+from beam_pipelines import caching
 from beam_pipelines.options import (JobConfig, UsageError, check_runner,
                                     check_sampler_options, check_scorer_options,
                                     is_local_runner, one_line, parse_args, within_timeout)
 from models import loading
 from transforms import read as read_lib
 from transforms import write as write_lib
+from transforms.score_cache import CacheSpec
 from transforms.write import OUTPUT_NAMES
 
 _LOG = logging.getLogger("select_data")
+# Hashing a large local model's files takes a while (about 1 s per GB).
+_FINGERPRINT_TIMEOUT_S = 600
 
 
 def _existing_outputs(output: str) -> List[str]:
@@ -46,16 +50,19 @@ def _existing_outputs(output: str) -> List[str]:
   return [m.path for m in found]
 
 
-def prepare_output(output: str, overwrite: bool) -> None:
-  """Refuses a non-empty output directory unless --overwrite. Nothing of an earlier run is
-  removed here: the new run is staged and replaces it only once it has succeeded
-  (write.finalize_output). Only the staging leftovers of killed runs are cleared."""
+def prepare_output(output: str, overwrite: bool, resume: bool = False) -> None:
+  """Refuses a non-empty output directory unless --overwrite or --resume. Nothing of an
+  earlier run is removed here: the new run is staged and replaces it only once it has
+  succeeded (write.finalize_output), and the score cache is never removed. Only the
+  staging leftovers of killed runs are cleared."""
   existing = _existing_outputs(output)
-  if existing and not overwrite:
+  if existing and not (overwrite or resume):
     raise UsageError(
         f"--output {output} is not empty ({len(existing)} files, e.g. {existing[0]}). "
-        "Choose a new directory or pass --overwrite to replace earlier outputs.")
-  if overwrite:
+        "Pass --resume to continue an unfinished run there (scores in its cache are "
+        "reused), --overwrite to replace its outputs (the cache is kept), or choose a new "
+        "directory.")
+  if overwrite or resume:
     write_lib.delete_tree(FileSystems.join(output, write_lib.STAGING_ROOT))
 
 
@@ -123,10 +130,11 @@ def _model_refusal(error: BaseException) -> Optional[str]:
   return None
 
 
-def check_job(job: JobConfig, options) -> None:
+def check_job(job: JobConfig, options) -> Dict[str, CacheSpec]:
   """Every check that can run before the pipeline: inputs, options, models (located,
-  not loaded), and --output (created and prepared last, so that a refused run leaves
-  nothing behind). Raises UsageError."""
+  not loaded), --output and --cache (created and prepared last, so that a refused run
+  leaves nothing behind). Returns the score cache of each model stage. Raises
+  UsageError."""
   try:
     check_runner(options)
     patterns = list(job.patterns)
@@ -146,8 +154,18 @@ def check_job(job: JobConfig, options) -> None:
                    [p for p in (job.sketch_from, job.quality_head) if p])
     check_scorer_options(job)
     within_timeout(lambda: check_output_writable(job.output), "--output", [job.output])
-    within_timeout(lambda: prepare_output(job.output, job.overwrite), "--output",
+    # Fingerprints hash the model files (or list a gs:// model's checksums).
+    caches = within_timeout(lambda: caching.cache_specs(job), "the model at",
+                            [job.scorer.model, job.embedding.model],
+                            timeout_s=_FINGERPRINT_TIMEOUT_S)
+    within_timeout(lambda: prepare_output(job.output, job.overwrite, job.resume), "--output",
                    [job.output])
+    within_timeout(lambda: caching.prepare_cache(job, caches), "--cache",
+                   [job.cache] if job.cache else [])
+    for spec in caches.values():
+      _LOG.info("Score cache for %s: %s (%d files there)", spec.namespace, spec.directory,
+                caching.count_files(spec))
+    return caches
   except (UsageError, read_lib.InputError, loading.ModelNotFoundError, ValueError,
           RuntimeError, OSError) as e:
     raise UsageError(str(e)) from e
@@ -165,7 +183,7 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
     raise UsageError(str(e)) from e
   if args.estimate_only:
     return run_estimate(job)
-  check_job(job, options)
+  caches = check_job(job, options)
   # Imported here: the graph pulls in the model stages (torch through Beam's RunInference),
   # which --help and a refused command line do not need.
   from beam_pipelines import run_metrics
@@ -174,7 +192,7 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
   staging = write_lib.staging_dir(job.output, write_lib.new_run_id())
   waits = not options.view_as(GoogleCloudOptions).template_location
   p = test_pipeline or beam.Pipeline(options=options)
-  build_pipeline(p, job, staging, finalize_in_pipeline=not waits)
+  build_pipeline(p, job, staging, finalize_in_pipeline=not waits, caches=caches)
   try:
     result = p.run()
     if not waits:
@@ -191,7 +209,7 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
     if refusal:
       raise UsageError(refusal) from e
     raise
-  metrics = run_metrics.from_runner(result, job, staging, time.time() - start)
+  metrics = run_metrics.from_runner(result, job, staging, time.time() - start, caches)
   # metrics.json last, then _SUCCESS: a directory without _SUCCESS is unfinished.
   write_lib.finalize_output(job.output, staging, metrics, OUTPUT_NAMES)
   c = metrics["counts"]

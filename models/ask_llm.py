@@ -12,11 +12,15 @@ from typing import Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 
-from models import loading
+from models import fingerprint, loading
 from models.loading import MAX_CHARS_PER_TOKEN, load_pretrained, resolve_device
 from models.prompts import neutralize_answer_lines, resolve_prompt, strip_delimiters
 
 _LOG = logging.getLogger(__name__)
+
+
+# Bump when a code change changes this model's outputs: the score cache then misses.
+SCORING_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +40,13 @@ class AskLLMConfig:
 
   def template(self) -> str:
     return self.prompt if "{text}" in self.prompt else resolve_prompt(self.prompt)
+
+  def cache_settings(self) -> dict:
+    """Everything (P(yes), P(no)) depends on, for the score cache's fingerprint."""
+    return {"model": fingerprint.model_identity(self.model, "scorer"),
+            "prompt": self.template(), "chat_template": self.chat_template,
+            "yes_tokens": list(self.yes_tokens), "no_tokens": list(self.no_tokens),
+            "max_tokens": self.max_tokens, "scoring_version": SCORING_VERSION}
 
 
 def single_token_ids(tokenizer, words: Iterable[str]) -> List[int]:

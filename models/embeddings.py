@@ -7,8 +7,12 @@ from typing import Sequence
 
 import numpy as np
 
-from models import loading
+from models import fingerprint, loading
 from models.loading import MAX_CHARS_PER_TOKEN, load_pretrained, resolve_device
+
+
+# Bump when a code change changes this model's outputs: the score cache then misses.
+SCORING_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,6 +22,11 @@ class EmbeddingConfig:
   device: str = "auto"
   allow_pickle_weights: bool = False
   trust_remote_code: bool = False
+
+  def cache_settings(self) -> dict:
+    """Everything an embedding depends on, for the score cache's fingerprint."""
+    return {"model": fingerprint.model_identity(self.model, "embedding"),
+            "max_tokens": self.max_tokens, "scoring_version": SCORING_VERSION}
 
 
 class Embedder:

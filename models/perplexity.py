@@ -14,7 +14,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from models import loading
+from models import fingerprint, loading
 from models.ask_llm import special_affixes
 from models.loading import MAX_CHARS_PER_TOKEN, load_pretrained, resolve_device
 
@@ -25,6 +25,10 @@ from models.loading import MAX_CHARS_PER_TOKEN, load_pretrained, resolve_device
 _MAX_LOGITS_PER_CHUNK = 1 << 27
 
 
+# Bump when a code change changes this model's outputs: the score cache then misses.
+SCORING_VERSION = 1
+
+
 @dataclasses.dataclass(frozen=True)
 class PerplexityConfig:
   """Everything needed to build the perplexity scorer on a worker (small, picklable)."""
@@ -33,6 +37,11 @@ class PerplexityConfig:
   device: str = "auto"                  # auto | cpu | cuda
   allow_pickle_weights: bool = False
   trust_remote_code: bool = False
+
+  def cache_settings(self) -> dict:
+    """Everything the mean NLL depends on, for the score cache's fingerprint."""
+    return {"model": fingerprint.model_identity(self.model, "scorer"),
+            "max_tokens": self.max_tokens, "scoring_version": SCORING_VERSION}
 
 
 def _not_causal_error(name: str, model_type: str) -> ValueError:

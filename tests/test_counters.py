@@ -4,7 +4,7 @@ import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from beam_pipelines import graph, options
+from beam_pipelines import caching, graph, options
 from tests.test_select_data import write_inputs
 from transforms import metrics
 
@@ -14,7 +14,8 @@ def _counters(tmp_path, *extra):
                                 "--id_field=id", "--max_doc_bytes=4000", "--device=cpu",
                                 "--keep_fraction=0.25", "--seed=3", *extra])
   p = TestPipeline(runner="FnApiRunner")
-  graph.build_pipeline(p, options.JobConfig.from_args(args))
+  job = options.JobConfig.from_args(args)
+  graph.build_pipeline(p, job, caches=caching.cache_specs(job))
   result = p.run()
   result.wait_until_finish()
   got = {}
@@ -40,7 +41,16 @@ def test_counters_of_an_ask_llm_run(tmp_path, tiny_causal_lm_dir):
   got = _counters(tmp_path, "--sampler=ask_llm", f"--scorer_model={tiny_causal_lm_dir}",
                   "--max_tokens=128")
   assert got == {"read": n_records, "valid": 12, "scored": 12, "selected": 3,
-                 **_expected_rejections(reasons)}
+                 **_expected_rejections(reasons),
+                 # The score cache (OUTPUT/cache) was empty: everything was inferred.
+                 "inferred:ask_llm": 12, "model_loads:ask_llm": 1,
+                 "cache_written:ask_llm": 12}
+  # Run again: every score comes from the cache and the model is not loaded.
+  again = _counters(tmp_path, "--sampler=ask_llm", f"--scorer_model={tiny_causal_lm_dir}",
+                    "--max_tokens=128")
+  assert {k: v for k, v in again.items() if k not in got or got[k] != v} == {
+      "from_cache:ask_llm": 12}
+  assert "inferred:ask_llm" not in again and "model_loads:ask_llm" not in again
 
 
 def test_undeclared_counters_are_refused():

@@ -53,20 +53,47 @@ def test_job_reads_writes_and_loads_model_from_gcs(gcs_emulator, tiny_causal_lm_
       (local / p.rsplit("/", 1)[1]).write_bytes(src.read())
   ranked = read_selected(str(tmp_path / "copy"))
   assert [e["rank"] for e in ranked] == list(range(5))
-  scores = []
-  for p in found:
-    if "/scores/" in p:
-      with FileSystems.open(p) as f:
-        scores += [json.loads(l) for l in f.read().decode().splitlines() if l.strip()]
+  scores = _scores(found)
   assert len(scores) == len(GOOD)
   with FileSystems.open(f"{root}/out/metrics.json") as f:
     assert json.loads(f.read())["counts"]["accounted"] is True
+  # The score cache went to gs://.../out/cache.
+  assert metrics["cache"]["dir"] == f"{root}/out/cache"
+  assert any(p.startswith(f"{root}/out/cache/ask_llm/") and p.endswith(".parquet")
+             for p in found)
 
-  # A second run into the same gs:// output is refused without --overwrite.
-  with pytest.raises(select_data.UsageError, match="--overwrite"):
+  # A second run into the same gs:// output is refused without --resume or --overwrite.
+  with pytest.raises(select_data.UsageError, match="--resume.*--overwrite"):
     select_data.run([f"--input={root}/in/*.jsonl", f"--output={root}/out",
                      f"--scorer_model={root}/models/tiny", "--device=cpu"],
                     test_pipeline=TestPipeline(runner="FnApiRunner"))
+
+  # Reselect from the gs:// cache into a new output: no model runs, nested top-k.
+  again = select_data.run(
+      [f"--input={root}/in/*.jsonl", f"--output={root}/out3",
+       f"--cache={root}/out/cache", f"--scorer_model={root}/models/tiny", "--id_field=id",
+       "--keep_count=3", "--max_tokens=128", "--device=cpu"],
+      test_pipeline=TestPipeline(runner="FnApiRunner"))
+  stage = again["cache"]["stages"]["ask_llm"]
+  assert (stage["inferred"], stage["model_loads"], stage["from_cache"]) == (0, 0, len(GOOD))
+  found3 = [m.path for m in FileSystems.match([f"{root}/out3/**"])[0].metadata_list]
+  top3 = sorted((r["rank"], r["id"], r["ask_llm_score"]) for r in _scores(found3)
+                if r["selected"])
+  assert top3 == sorted((r["rank"], r["id"], r["ask_llm_score"]) for r in scores
+                        if r["selected"])[:3]
+
+
+def _scores(paths):
+  """scores/ rows from gs:// (Parquet: the default for gs:// outputs)."""
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  rows = []
+  for p in paths:
+    if "/scores/" in p:
+      assert p.endswith(".parquet"), p
+      with FileSystems.open(p) as f:
+        rows += pq.read_table(pa.BufferReader(f.read())).to_pylist()
+  return rows
 
 
 def test_pickle_only_model_on_gcs_is_refused(gcs_emulator):

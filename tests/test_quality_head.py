@@ -112,7 +112,9 @@ def test_head_from_teacher_field_end_to_end(tmp_path, tiny_bert_dir):
   emb = load_embedder(EmbeddingConfig(model=tiny_bert_dir, device="cpu"))
   rows = {json.loads(l)["id"]: json.loads(l) for l in open(tmp_path / "in" / "d.jsonl")}
   train = [i for i in teacher_ids if i not in held]
-  x = emb.embed([rows[i]["text"] for i in train]).astype(np.float64)
+  # The job uses float16 embeddings (as the score cache keeps them).
+  from transforms.score_cache import round_embedding
+  x = round_embedding(emb.embed([rows[i]["text"] for i in train])).astype(np.float64)
   w, b = _direct_ridge(x, np.array([rows[i]["edu"] for i in train]), 0.01)
   head = qh.load_head(os.path.join(out, "quality_head.npz"), tiny_bert_dir)
   assert head.n_train == len(train)

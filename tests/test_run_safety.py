@@ -10,7 +10,12 @@ from apache_beam.testing.test_pipeline import TestPipeline
 
 from beam_pipelines import select_data
 from tests.test_select_data import FEATURES, GOOD, read_jsonl, read_selected
-from tests.test_write import _listing
+from tests.test_write import _listing as _all_files
+
+
+def _listing(out):
+  """The run's files: the score cache (OUTPUT/cache) is not part of a run's outputs."""
+  return [f for f in _all_files(out) if not f.startswith("cache/")]
 
 
 def _docs(d, n=len(GOOD)):
@@ -79,6 +84,7 @@ def test_success_marker_and_failed_rerun_keeps_the_previous_results(tmp_path,
                     test_pipeline=TestPipeline(runner="FnApiRunner"))
   assert _listing(out) == files
   assert {f: open(os.path.join(out, f), "rb").read() for f in files} == before
+  assert any(f.startswith("cache/ask_llm/") for f in _all_files(out))  # kept as well
 
   # A successful rerun replaces them, keeping a file of the user's.
   (tmp_path / "out" / "notes.txt").write_text("mine")

@@ -24,6 +24,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 
 from beam_pipelines import graph, samplers, select_data
 from beam_pipelines import options as job_options
+from transforms.score_cache import CacheSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "templates"
@@ -409,7 +410,11 @@ def test_pipeline_graph_builds_for_dataflow_without_cloud_or_models(sampler, mon
   assert options.view_as(GoogleCloudOptions).dataflow_service_options == [GPU]
   p = beam.Pipeline(options=options)
   assert type(p.runner).__name__ == "DataflowRunner"
-  graph.build_pipeline(p, job_options.JobConfig.from_args(args))
+  job = job_options.JobConfig.from_args(args)
+  # The launcher fingerprints the models before the graph (that reads them); here made up.
+  caches = {ns: CacheSpec(root=job.cache, namespace=ns, fingerprint="0" * 16)
+            for ns in ("ask_llm", "perplexity", "embeddings")}
+  graph.build_pipeline(p, job, caches=caches)
   proto = p.to_runner_api()  # never p.run()
 
   assert calls == []
@@ -418,6 +423,8 @@ def test_pipeline_graph_builds_for_dataflow_without_cloud_or_models(sampler, mon
   if "ask_llm" in sampler:
     assert "ScoreAskLLM" in names
     assert any(n.startswith("ScoreAskLLM/RunInference") for n in names)
+    assert "ScoreAskLLM/LookUpCache/JoinWithCache" in names
+    assert "ScoreAskLLM/WriteToCache" in names
 
 
 # ---------------------------------------------------------------------------------------

@@ -37,11 +37,12 @@ class EmbedDocuments(ScoreDocuments):
 
   def __init__(self, config: EmbeddingConfig, batch_tokens: int = 8192,
                max_batch_size: int = 256, large_model: bool = False,
-               model_copies: Optional[int] = None, total=None):
+               model_copies: Optional[int] = None, total=None, cache=None):
     super().__init__(EmbeddingModelHandler(config, large_model=large_model,
                                            model_copies=model_copies),
                      stage="embedded", max_tokens=config.max_tokens, frame_tokens=2,
-                     batch_tokens=batch_tokens, max_batch_size=max_batch_size, total=total)
+                     batch_tokens=batch_tokens, max_batch_size=max_batch_size, total=total,
+                     cache=cache)
 
 
 class _SketchWithParamsFromSideInput(sketch_counts.DensitySketchCombineFn):

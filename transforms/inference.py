@@ -15,6 +15,7 @@ from models.embeddings import EmbeddingConfig, load_embedder
 from models.perplexity import PerplexityConfig, load_perplexity_scorer, perplexity_scores
 from transforms import metrics
 from transforms.records import Document
+from transforms.score_cache import round_embedding
 
 _LOG = logging.getLogger(__name__)
 # A model that fails on more than this share of the documents it has seen (once it has
@@ -32,6 +33,31 @@ def error_field(namespace: str) -> str:
 def _one_line(e: BaseException) -> str:
   text = str(e).strip().splitlines()
   return f"{type(e).__name__}: {text[0][:300] if text else ''}"
+
+
+class LazyModel:
+  """A model loaded on its first use (`load()` or `run()`), once per process. A class with
+  methods, so that it also works shared across processes (large_model / model_copies)."""
+
+  def __init__(self, loader: Callable, config):
+    self._loader = loader
+    self._config = config
+    self._model = None
+    self._lock = threading.Lock()
+
+  def load(self) -> bool:
+    """Loads the model if it is not yet; True when this call loaded it."""
+    if self._model is not None:
+      return False
+    with self._lock:
+      if self._model is not None:
+        return False
+      self._model = self._loader(self._config)
+      return True
+
+  def run(self, texts):
+    self.load()
+    return self._model.run(texts)
 
 
 class DocumentModelHandler(ModelHandler[Document, Document, Any]):
@@ -87,7 +113,17 @@ class DocumentModelHandler(ModelHandler[Document, Document, Any]):
     return progress
 
   def load_model(self):
-    return self._loader(self._config)
+    # Loaded on the first batch, not when the step starts: a run whose documents all
+    # come from the score cache never loads the model.
+    return LazyModel(self._loader, self._config)
+
+  @property
+  def namespace(self) -> str:
+    return self._namespace
+
+  @property
+  def attach(self) -> Callable[[Document, Any], Document]:
+    return self._attach
 
   def _score(self, docs: Sequence[Document], model) -> list:
     rows = model.run([d.text for d in docs])
@@ -99,10 +135,14 @@ class DocumentModelHandler(ModelHandler[Document, Document, Any]):
 
   def run_inference(self, batch: Sequence[Document], model,
                     inference_args: Optional[Dict[str, Any]] = None) -> Iterable[Document]:
+    # Outside the per-document fallback: a model that cannot load fails the job.
+    if model.load():
+      metrics.counter(metrics.MODEL_LOADS_PREFIX + self._namespace).inc()
     progress = self._model_progress()
     progress.batch_started()
     out = self._run_batch(batch, model)
     progress.batch_done(len(batch))
+    metrics.counter(metrics.INFERRED_PREFIX + self._namespace).inc(len(batch))
     return out
 
   def _run_batch(self, batch: Sequence[Document], model) -> list:
@@ -160,7 +200,8 @@ def attach_perplexity(doc: Document, mean_nll) -> Document:
 
 
 def attach_embedding(doc: Document, vector) -> Document:
-  return dataclasses.replace(doc, embedding=vector)
+  # float16 as in the score cache, so that cached and fresh runs select alike.
+  return dataclasses.replace(doc, embedding=round_embedding(vector))
 
 
 class AskLLMModelHandler(DocumentModelHandler):

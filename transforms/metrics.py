@@ -23,6 +23,16 @@ SCORED = "scored"                        # documents through Ask-LLM
 PERPLEXITY = "perplexity"                # documents through the perplexity scorer
 EMBEDDED = "embedded"                    # documents through the embedding model
 SCORING_FAILED_PREFIX = "scoring_failed:"  # + model namespace (ask_llm, embeddings, ...)
+# The score cache, per model namespace: documents a model stage took from the cache or
+# ran the model on (they add up to the documents the stage needed), model loads, and
+# the cache's own health.
+FROM_CACHE_PREFIX = "from_cache:"
+INFERRED_PREFIX = "inferred:"
+MODEL_LOADS_PREFIX = "model_loads:"
+CACHE_WRITTEN_PREFIX = "cache_written:"              # entries written
+CACHE_WRITE_FAILED_PREFIX = "cache_write_failed:"    # entries that could not be written
+CACHE_UNREADABLE_PREFIX = "cache_unreadable_files:"  # files skipped (corrupt, wrong shape)
+CACHE_INVALID_PREFIX = "cache_invalid_entries:"      # entries skipped (a wrong value)
 TEACHER = "teacher"                      # teacher documents the head is fitted on
 TEACHER_HELD_BACK = "teacher_held_back"  # teacher documents held back for its fit report
 QUALITY_POOL = "quality_pool"            # documents in a sampler's quality pool
@@ -30,7 +40,9 @@ SELECTED = "selected"                    # documents selected
 STAGE_COUNTERS = (SCORED, PERPLEXITY, EMBEDDED)
 COUNTERS = (READ, VALID, SCORED, PERPLEXITY, EMBEDDED, TEACHER, TEACHER_HELD_BACK,
             QUALITY_POOL, SELECTED)
-FAMILIES = (REJECTED_PREFIX, SCORING_FAILED_PREFIX)
+FAMILIES = (REJECTED_PREFIX, SCORING_FAILED_PREFIX, FROM_CACHE_PREFIX, INFERRED_PREFIX,
+            MODEL_LOADS_PREFIX, CACHE_WRITTEN_PREFIX, CACHE_WRITE_FAILED_PREFIX,
+            CACHE_UNREADABLE_PREFIX, CACHE_INVALID_PREFIX)
 
 
 def counter(name: str):

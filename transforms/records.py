@@ -238,9 +238,9 @@ def _parse_tfrecord(raw, text_field, id_field, max_doc_bytes, keep_fields):
   return _make_document(raw.source, text, doc_id, fields, max_doc_bytes)
 
 
-def score_row(doc: Document, selected: bool, rank: Optional[int]) -> str:
-  """One line of scores/: the id, where it was read (ids may repeat), every score, and the
-  selection outcome."""
+def score_record(doc: Document, selected: bool, rank: Optional[int]) -> Dict[str, Any]:
+  """One row of scores/ as a dict: the id, where it was read (ids may repeat), every score,
+  and the selection outcome. Written as a JSON line (score_row) or a Parquet row."""
   row = {"id": doc.id, "source": safe_str(doc.source)}
   # JSON has no Infinity/NaN: a non-finite score (e.g. the perplexity of a document too
   # short to predict) is written as null.
@@ -248,4 +248,9 @@ def score_row(doc: Document, selected: bool, rank: Optional[int]) -> str:
               for k, v in doc.scores.items()})
   row["selected"] = selected
   row["rank"] = rank
-  return json.dumps(row, ensure_ascii=False)
+  return row
+
+
+def score_row(doc: Document, selected: bool, rank: Optional[int]) -> str:
+  """One line of scores/ (see score_record)."""
+  return json.dumps(score_record(doc, selected, rank), ensure_ascii=False)

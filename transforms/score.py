@@ -11,6 +11,7 @@ from models.ask_llm import AskLLMConfig
 from transforms.inference import AskLLMModelHandler, PerplexityModelHandler
 from transforms.metrics import LogProgress, stage_clock
 from transforms.records import Document
+from transforms.score_cache import CacheSpec, LookUpCache, WriteToCache
 
 # Rough tokens per byte of text, for batching before the tokenizer is at hand; the
 # models truncate exactly. Only the batch sizes depend on it, never a score.
@@ -41,13 +42,16 @@ class ScoreDocuments(beam.PTransform):
     batch_tokens: token budget of one batch (padding included, estimated).
     max_batch_size: at most this many documents per batch.
     total: optional side input (number of documents) for progress estimates.
+    cache: where this model's outputs are cached (score_cache.CacheSpec); None: no cache.
+      Documents found there skip the model; the others are scored and added to it.
   """
 
   def __init__(self, handler: ModelHandler, stage: str, max_tokens: int,
                frame_tokens: int = 0, batch_tokens: int = 8192, max_batch_size: int = 64,
-               total=None):
+               total=None, cache: Optional[CacheSpec] = None):
     super().__init__()
     self._handler = handler
+    self._cache = cache
     self._stage = stage
     self._max_tokens = max_tokens
     self._frame = frame_tokens
@@ -57,13 +61,19 @@ class ScoreDocuments(beam.PTransform):
 
   def expand(self, docs):
     max_tokens, frame = self._max_tokens, self._frame
-    batches = (docs
-               | "ClockIn" >> beam.ParDo(_ClockIn(self._stage))
-               | "SortAndBatchByTokens" >> beam.SortAndBatchElements(
-                   min_batch_size=1, max_batch_size=self._max_batch_size,
-                   max_batch_weight=max(self._batch_tokens, max_tokens),
-                   element_size_fn=lambda d: estimated_tokens(d, max_tokens, frame)))
+    docs = docs | "ClockIn" >> beam.ParDo(_ClockIn(self._stage))
+    if self._cache is not None:
+      looked_up = docs | "LookUpCache" >> LookUpCache(self._cache, self._handler.attach)
+      docs = looked_up["misses"]
+    batches = docs | "SortAndBatchByTokens" >> beam.SortAndBatchElements(
+        min_batch_size=1, max_batch_size=self._max_batch_size,
+        max_batch_weight=max(self._batch_tokens, max_tokens),
+        element_size_fn=lambda d: estimated_tokens(d, max_tokens, frame))
     scored = batches | "RunInference" >> RunInference(self._handler.with_no_batching())
+    if self._cache is not None:
+      # Fused with RunInference: entries reach disk while the stage still runs.
+      scored = scored | "WriteToCache" >> beam.ParDo(WriteToCache(self._cache))
+      scored = (looked_up["cached"], scored) | "MergeCached" >> beam.Flatten()
     extra = [self._total] if self._total is not None else []
     return scored | "LogProgress" >> beam.ParDo(LogProgress(self._stage), *extra)
 
@@ -80,11 +90,13 @@ class ScoreAskLLM(ScoreDocuments):
 
   def __init__(self, config: AskLLMConfig, batch_tokens: int = 8192,
                max_batch_size: int = 64, large_model: bool = False,
-               model_copies: Optional[int] = None, total=None):
+               model_copies: Optional[int] = None, total=None,
+               cache: Optional[CacheSpec] = None):
     super().__init__(AskLLMModelHandler(config, large_model=large_model,
                                         model_copies=model_copies),
                      stage="scored", max_tokens=config.max_tokens, frame_tokens=100,
-                     batch_tokens=batch_tokens, max_batch_size=max_batch_size, total=total)
+                     batch_tokens=batch_tokens, max_batch_size=max_batch_size, total=total,
+                     cache=cache)
 
 
 class ScorePerplexity(ScoreDocuments):
@@ -96,8 +108,10 @@ class ScorePerplexity(ScoreDocuments):
   """
 
   def __init__(self, config, batch_tokens: int = 8192, max_batch_size: int = 64,
-               large_model: bool = False, model_copies: Optional[int] = None, total=None):
+               large_model: bool = False, model_copies: Optional[int] = None, total=None,
+               cache: Optional[CacheSpec] = None):
     super().__init__(PerplexityModelHandler(config, large_model=large_model,
                                             model_copies=model_copies),
                      stage="perplexity", max_tokens=config.max_tokens, frame_tokens=1,
-                     batch_tokens=batch_tokens, max_batch_size=max_batch_size, total=total)
+                     batch_tokens=batch_tokens, max_batch_size=max_batch_size, total=total,
+                     cache=cache)

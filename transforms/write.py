@@ -1,4 +1,4 @@
-"""Writing outputs: ranked TFRecords, scores and rejected JSON Lines.
+"""Writing outputs: ranked TFRecords, scores (JSON Lines or Parquet), rejected JSON Lines.
 
 `WriteToTFRecord` does not keep record order, so each ranked partition is written as one
 file by a DoFn, named by its rank range: file order then record order is rank order.
@@ -6,17 +6,20 @@ file by a DoFn, named by its rank range: file order then record order is rank or
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 import time
 import uuid
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
 from transforms.metrics import stage_clock
-from transforms.records import Document, Rejected, score_row
+from transforms.records import Document, Rejected, safe_str, score_record, score_row
 
 SELECTED_DIR = "selected"
 SCORES_DIR = "scores"
@@ -24,6 +27,10 @@ REJECTED_DIR = "rejected"
 SKETCH_FILE = "sketch.npz"
 HEAD_FILE = "quality_head.npz"
 HEAD_FIT_FILE = "quality_head_fit.json"
+SCORES_FORMATS = ("jsonl", "parquet")
+# The columns of a Parquet scores/ that are not a score of the schema.
+_ROW_COLUMNS = ("id", "source", "selected", "rank")
+OTHER_SCORES = "other_scores"
 
 
 def tf_example(doc: Document, rank: int) -> bytes:
@@ -71,6 +78,64 @@ class _WritePartition(beam.DoFn):
       yield doc, rank
 
 
+def _is_error_column(name: str) -> bool:
+  # `<namespace>_error` holds why a model failed on a document (inference.error_field).
+  return name.endswith("_error")
+
+
+def scores_schema(score_names: Sequence[str]) -> pa.Schema:
+  """The columns of a Parquet scores/: id, source, one per name in `score_names` (float64;
+  string for `*_error`), selected, rank, and other_scores: a JSON object of the scores of a
+  row that have no column (null when there are none)."""
+  names = list(score_names)
+  clash = sorted(set(names) & set(_ROW_COLUMNS + (OTHER_SCORES,)))
+  repeated = sorted({n for n in names if names.count(n) > 1})
+  if clash or repeated:
+    raise ValueError(f"score names must be unique and not a column of scores/: "
+                     f"clash {clash}, repeated {repeated}")
+  return pa.schema(
+      [pa.field("id", pa.string(), nullable=False),
+       pa.field("source", pa.string(), nullable=False)]
+      + [pa.field(n, pa.string() if _is_error_column(n) else pa.float64()) for n in names]
+      + [pa.field("selected", pa.bool_(), nullable=False), pa.field("rank", pa.int64()),
+         pa.field(OTHER_SCORES, pa.string())])
+
+
+def _cell(name: str, value) -> Tuple[bool, Any]:
+  """(fits, cell): `value` as the cell of score column `name`; fits is False for a value
+  the column cannot hold (it then goes into other_scores)."""
+  if value is None:
+    return True, None
+  if _is_error_column(name):
+    # A lone surrogate (from an exception message) cannot be written as UTF-8.
+    return (True, safe_str(value)) if isinstance(value, str) else (False, None)
+  if isinstance(value, numbers.Real) and not isinstance(value, bool):
+    try:
+      value = float(value)
+    except OverflowError:  # An integer too big for a float: kept exact in other_scores.
+      return False, None
+    return True, value if math.isfinite(value) else None  # null, as in JSON Lines.
+  return False, None
+
+
+def parquet_row(record: Mapping[str, Any], schema_names: Sequence[str]) -> Dict[str, Any]:
+  """A score_record as a row of scores_schema (whose column names are `schema_names`). A
+  missing score is null; a score without a column, or one its column cannot hold, goes
+  into other_scores, so nothing is lost and no row fails the write."""
+  row = {name: record[name] for name in _ROW_COLUMNS}
+  columns = [n for n in schema_names if n not in _ROW_COLUMNS and n != OTHER_SCORES]
+  known = set(columns).union(_ROW_COLUMNS)
+  other = {k: v for k, v in record.items() if k not in known}
+  for name in columns:
+    fits, row[name] = _cell(name, record.get(name))
+    if not fits:
+      other[name] = record[name]
+  # default=str: a value JSON cannot hold is kept as its text rather than failing the row.
+  row[OTHER_SCORES] = (safe_str(json.dumps(other, ensure_ascii=False, default=str))
+                       if other else None)
+  return row
+
+
 class FinalizeOutput(beam.PTransform):
   """The last step of a run that nobody waits for (a Flex Template launch): once every
   PCollection in `after` is complete, writes metrics.json (from `metrics_fn`, called with
@@ -105,22 +170,40 @@ class WriteOutputs(beam.PTransform):
   `rejected` records. Returns a dict of PCollections that are complete when each output
   is: `selected` ((Document, rank) after its file is written), `scores_files`,
   `rejected_files` (the written file names).
+
+  scores/ is JSON Lines, or with `scores_format="parquet"` Parquet with a column per name
+  in `score_names` (see scores_schema).
   """
 
-  def __init__(self, output: str):
+  def __init__(self, output: str, scores_format: str = "jsonl",
+               score_names: Sequence[str] = ()):
     super().__init__()
+    if scores_format not in SCORES_FORMATS:
+      raise ValueError(f"scores_format must be one of {SCORES_FORMATS}, "
+                       f"not {scores_format!r}")
     self._output = output
+    # Built here, so that bad score names fail when the pipeline is built, not on a worker.
+    self._schema = scores_schema(score_names) if scores_format == "parquet" else None
 
   def expand(self, pcolls):
     out = self._output
     selected = pcolls["ranked"] | "WriteRankedTFRecords" >> beam.ParDo(
         _WritePartition(FileSystems.join(out, SELECTED_DIR)))
+    to_row = score_row if self._schema is None else score_record
     rows = (
-        (selected | "SelectedRows" >> beam.MapTuple(lambda d, r: score_row(d, True, r)),
-         pcolls["not_selected"] | "OtherRows" >> beam.Map(lambda d: score_row(d, False, None)))
+        (selected | "SelectedRows" >> beam.MapTuple(lambda d, r: to_row(d, True, r)),
+         pcolls["not_selected"] | "OtherRows" >> beam.Map(lambda d: to_row(d, False, None)))
         | "FlattenScores" >> beam.Flatten())
-    scores = rows | "WriteScores" >> beam.io.WriteToText(
-        FileSystems.join(out, SCORES_DIR, "part"), file_name_suffix=".jsonl")
+    prefix = FileSystems.join(out, SCORES_DIR, "part")
+    if self._schema is None:
+      scores = rows | "WriteScores" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl")
+    else:
+      schema = self._schema
+      # A file sink (temp dir, then finalisation), so a retried bundle leaves no duplicate
+      # rows. Snappy: pyarrow's own default, and every Parquet reader has it.
+      scores = (rows | "ParquetScoreRows" >> beam.Map(parquet_row, schema.names)
+                | "WriteScoresParquet" >> beam.io.WriteToParquet(
+                    prefix, schema=schema, codec="snappy", file_name_suffix=".parquet"))
     rejected = (pcolls["rejected"] | "RejectedJson" >> beam.Map(Rejected.to_json)
                 | "WriteRejected" >> beam.io.WriteToText(
                     FileSystems.join(out, REJECTED_DIR, "part"), file_name_suffix=".jsonl"))

@@ -1,0 +1,91 @@
+"""The job's score cache: one CacheSpec per model stage that runs (with the fingerprint of
+the settings its outputs depend on), the checks before the run, and its metrics.json part.
+The cache itself (format, lookup, writing) is transforms/score_cache.py.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict
+
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipelines.options import JobConfig, UsageError, one_line
+from models.fingerprint import settings_fingerprint
+from transforms import metrics as m
+from transforms.score_cache import CacheSpec, other_fingerprints, write_settings
+
+
+def cache_specs(job: JobConfig) -> Dict[str, CacheSpec]:
+  """{model namespace: CacheSpec} of the model stages this job runs; {} with
+  --cache=none. Hashes local model files (their content is part of the fingerprint)."""
+  if job.cache is None:
+    return {}
+  configs = {}
+  if job.runs_ask_llm:
+    configs["ask_llm"] = job.scorer
+  if job.runs_perplexity:
+    configs["perplexity"] = job.perplexity
+  if job.runs_embeddings:
+    configs["embeddings"] = job.embedding
+  specs = {}
+  for namespace, config in configs.items():
+    settings = config.cache_settings()
+    specs[namespace] = CacheSpec(
+        root=job.cache, namespace=namespace, fingerprint=settings_fingerprint(settings),
+        settings=settings, flush_docs=job.cache_flush_docs,
+        flush_seconds=job.cache_flush_seconds)
+  return specs
+
+
+def prepare_cache(job: JobConfig, specs: Dict[str, CacheSpec]) -> None:
+  """Fails before the run when --cache is a file or cannot be written; writes the
+  settings file of each fingerprint (which also proves the cache writable)."""
+  if not specs:
+    return
+  root = job.cache
+  if "://" not in root:
+    if os.path.exists(root) and not os.path.isdir(root):
+      raise UsageError(f"--cache {root} is a file, not a directory (or pass --cache=none)")
+    try:
+      os.makedirs(root, exist_ok=True)
+    except OSError as e:
+      raise UsageError(f"cannot create --cache {root}: {e.strerror or e}") from e
+  for spec in specs.values():
+    try:
+      write_settings(spec)
+    except Exception as e:  # pylint: disable=broad-except
+      raise UsageError(f"cannot write to --cache {root}: {one_line(e)} "
+                       "(choose a writable directory or pass --cache=none)") from e
+
+
+def cache_metrics(job: JobConfig, specs: Dict[str, CacheSpec],
+                  counters: Dict[str, int] = None) -> Dict[str, Any]:
+  """metrics.json's `cache`: its directory, and per model stage its fingerprint, the
+  fingerprints it ignored, and (from the runner's counters, when known) documents from
+  the cache and inferred, entries written and files or entries skipped."""
+  if not specs:
+    return {"dir": None}
+  stages = {}
+  for ns, spec in specs.items():
+    stage = {"fingerprint": spec.fingerprint, "settings_file": spec.settings_file,
+             "ignored_fingerprints": other_fingerprints(spec)}
+    if counters is not None:
+      for name, prefix in (("from_cache", m.FROM_CACHE_PREFIX),
+                           ("inferred", m.INFERRED_PREFIX),
+                           ("model_loads", m.MODEL_LOADS_PREFIX),
+                           ("entries_written", m.CACHE_WRITTEN_PREFIX),
+                           ("entries_not_written", m.CACHE_WRITE_FAILED_PREFIX),
+                           ("unreadable_files", m.CACHE_UNREADABLE_PREFIX),
+                           ("invalid_entries", m.CACHE_INVALID_PREFIX)):
+        stage[name] = counters.get(prefix + ns, 0)
+    stages[ns] = stage
+  return {"dir": job.cache, "stages": stages}
+
+
+def count_files(spec: CacheSpec) -> int:
+  """Cache files under a spec (for the resume log line): a listing, nothing is read."""
+  try:
+    return len(FileSystems.match([FileSystems.join(spec.directory, "*.parquet")])[0]
+               .metadata_list)
+  except Exception:  # pylint: disable=broad-except
+    return 0

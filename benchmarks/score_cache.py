@@ -1,0 +1,178 @@
+"""What the score cache saves and what it costs, with the bundled scorer on real pages.
+
+On the first --docs documents of the FineWeb-Edu dev file, each run being the real job
+(`python -m beam_pipelines.select_data`, DirectRunner) in a subprocess:
+
+1. full:      a run that fills its cache (OUTPUT/cache);
+2. no cache:  the same run with --cache=none (the cost of the cache: 1 against 2);
+3. reselect:  --keep_fraction=0.1 into a new output from run 1's cache (no model load);
+4. kill:      a run killed with SIGKILL once about half the documents are cached, then
+              --resume: documents re-scored, and kill + resume against run 2;
+5. sizes:     cache bytes per document for Ask-LLM scores (run 1) and for float16
+              embeddings (a density run), projected to 10^9 documents.
+
+    .venv/bin/python benchmarks/score_cache.py [--data PATH] [--docs 1000]
+        [--max_tokens 512] [--workdir DIR]
+
+Prints one JSON object. Timings are ratios against runs in the same session (the
+machine is shared); each run's wall time includes process start and model loading.
+"""
+import argparse
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_DATA = os.path.join(REPO, "..", "shared", "data", "fineweb_edu_annotated_dev.jsonl")
+
+
+def job(argv, wait=True):
+  env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
+  cmd = [sys.executable, "-m", "beam_pipelines.select_data", *argv]
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, start_new_session=True)
+  if not wait:
+    return proc
+  _, err = proc.communicate()
+  if proc.returncode != 0:
+    raise SystemExit(f"run failed ({' '.join(argv)}):\n{err.decode()[-3000:]}")
+  return proc
+
+
+def timed(argv):
+  start = time.time()
+  job(argv)
+  return time.time() - start
+
+
+def metrics_of(out):
+  with open(os.path.join(out, "metrics.json")) as f:
+    return json.load(f)
+
+
+def cache_parts(cache, namespace="ask_llm"):
+  return glob.glob(os.path.join(cache, namespace, "*", "*.parquet"))
+
+
+def cached_entries(cache, namespace="ask_llm"):
+  import pyarrow.parquet as pq
+  keys = set()
+  for f in cache_parts(cache, namespace):
+    try:
+      keys.update(pq.read_table(f).column("key").to_pylist())
+    except Exception:  # pylint: disable=broad-except  (a file being renamed)
+      pass
+  return keys
+
+
+def cache_bytes(cache, namespace):
+  return sum(os.path.getsize(f) for f in cache_parts(cache, namespace))
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--data", default=DEFAULT_DATA)
+  ap.add_argument("--docs", type=int, default=1000)
+  ap.add_argument("--max_tokens", type=int, default=512)
+  ap.add_argument("--workdir", default=None)
+  args = ap.parse_args()
+  work = args.workdir or tempfile.mkdtemp(prefix="score_cache_bench_")
+  os.makedirs(work, exist_ok=True)
+  corpus = os.path.join(work, "docs.jsonl")
+  with open(args.data) as src, open(corpus, "w") as dst:
+    for i, line in enumerate(src):
+      if i >= args.docs:
+        break
+      dst.write(line)
+  common = [f"--input={corpus}", "--id_field=id", f"--max_tokens={args.max_tokens}",
+            "--device=cpu", "--keep_fraction=0.2"]
+
+  def out(name):
+    path = os.path.join(work, name)
+    shutil.rmtree(path, ignore_errors=True)
+    return path
+
+  result = {"docs": args.docs, "max_tokens": args.max_tokens}
+  full = out("full")
+  t_full = timed([*common, f"--output={full}"])
+  t_none = timed([*common, f"--output={out('nocache')}", "--cache=none"])
+  m_full = metrics_of(full)
+  result["full_run_s"] = round(t_full, 1)
+  result["no_cache_run_s"] = round(t_none, 1)
+  result["cache_cost"] = round(t_full / t_none - 1.0, 4)
+  result["full_run_stage"] = m_full["cache"]["stages"]["ask_llm"]
+
+  reselect = out("reselect")
+  t_re = timed([*common[:-1], "--keep_fraction=0.1", f"--output={reselect}",
+                f"--cache={full}/cache"])
+  m_re = metrics_of(reselect)["cache"]["stages"]["ask_llm"]
+  result["reselect_s"] = round(t_re, 1)
+  result["reselect_over_full"] = round(t_re / t_full, 4)
+  result["reselect_model_loads"] = m_re["model_loads"]
+  result["reselect_inferred"] = m_re["inferred"]
+
+  # Kill at about half, then resume.
+  killed = out("killed")
+  cache = os.path.join(killed, "cache")
+  start = time.time()
+  proc = job([*common, f"--output={killed}"], wait=False)
+  last_file_at = None
+  while proc.poll() is None:
+    parts = cache_parts(cache)
+    if parts:
+      last_file_at = max(os.path.getmtime(p) for p in parts)
+      if len(cached_entries(cache)) >= args.docs // 2:
+        break
+    time.sleep(0.5)
+  kill_at = time.time()
+  os.killpg(proc.pid, signal.SIGKILL)
+  proc.wait()
+  t_killed = kill_at - start
+  before = len(cached_entries(cache))
+  t_resume = timed([*common, f"--output={killed}", "--resume"])
+  m_res = metrics_of(killed)
+  stage = m_res["cache"]["stages"]["ask_llm"]
+  # Documents per second of the scoring stage of run 1.
+  rate = args.docs / max(m_full.get("stage_wall_time_s", {}).get("scored", t_none), 1e-3)
+  result["kill"] = {
+      "killed_after_s": round(t_killed, 1), "cached_at_kill": before,
+      "seconds_since_last_flush_at_kill": round(kill_at - (last_file_at or kill_at), 1),
+      "resume_s": round(t_resume, 1), "resume_inferred": stage["inferred"],
+      "resume_from_cache": stage["from_cache"],
+      "kill_plus_resume_over_uninterrupted": round((t_killed + t_resume) / t_none, 3),
+      "same_selection_as_uninterrupted": (
+          _selected(killed) == _selected(os.path.join(work, "nocache"))),
+      "rescored_at_most_docs": int(round((kill_at - (last_file_at or kill_at)) * rate)),
+  }
+
+  # Cache sizes per document.
+  dens = out("density")
+  job([*common, "--sampler=density", f"--output={dens}"])
+  n_emb = len(cached_entries(os.path.join(dens, "cache"), "embeddings"))
+  per_score = cache_bytes(os.path.join(full, "cache"), "ask_llm") / args.docs
+  per_emb = cache_bytes(os.path.join(dens, "cache"), "embeddings") / max(n_emb, 1)
+  result["bytes_per_doc"] = {"ask_llm": round(per_score, 1), "embeddings_f16": round(per_emb, 1)}
+  result["projected_1e9_docs_gb"] = {"ask_llm": round(per_score, 1),  # bytes/doc = GB/1e9
+                                     "embeddings_f16": round(per_emb, 1)}
+  result["cache_files"] = {"ask_llm": len(cache_parts(os.path.join(full, "cache"))),
+                           "embeddings": len(cache_parts(os.path.join(dens, "cache"),
+                                                         "embeddings"))}
+  print(json.dumps(result, indent=2))
+
+
+def _selected(out):
+  rows = []
+  for f in sorted(glob.glob(os.path.join(out, "scores", "*"))):
+    if f.endswith(".jsonl"):
+      rows += [json.loads(l) for l in open(f) if l.strip()]
+  return sorted((r["rank"], r["id"], r["ask_llm_score"]) for r in rows if r["selected"])
+
+
+if __name__ == "__main__":
+  main()
