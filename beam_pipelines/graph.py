@@ -65,7 +65,8 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
   docs = read["documents"]
   total = beam.pvalue.AsSingleton(docs | "CountValid" >> beam.combiners.Count.Globally())
   model_args = dict(batch_tokens=job.batch_tokens, large_model=job.large_model,
-                    model_copies=job.model_copies, total=total)
+                    model_copies=job.model_copies, total=total,
+                    progress_interval_s=job.progress_interval)
   hints = {"accelerator": job.inference_accelerator} if job.inference_accelerator else {}
 
   def on_accelerator(transform):

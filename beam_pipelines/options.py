@@ -178,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "gs:// outputs (about 5x smaller at scale, typed columns), jsonl "
                        "for local ones (readable with any tool). Default: auto.")
 
+  lg = p.add_argument_group("progress")
+  lg.add_argument("--progress_interval", type=_positive_float, default=30.0,
+                  help="Seconds between progress lines while a model stage runs (model "
+                       "loading included): documents done of those queued, docs/s over "
+                       "the last interval and overall, time left. Default: 30.")
+
   ca = p.add_argument_group("score cache (score once, select many)")
   ca.add_argument("--cache", default=None,
                   help="Directory (local or gs://) keeping every model output, keyed by "
@@ -561,6 +567,7 @@ class JobConfig:
   cache_flush_docs: int = score_cache.DEFAULT_FLUSH_DOCS
   cache_flush_seconds: float = score_cache.DEFAULT_FLUSH_SECONDS
   scores_format: str = "jsonl"         # jsonl | parquet (auto resolved)
+  progress_interval: float = 30.0
   # The options as given (for metrics.json and the launch log).
   options: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -587,6 +594,7 @@ class JobConfig:
         cache=cache_dir(args.cache, args.output), cache_flush_docs=args.cache_flush_docs,
         cache_flush_seconds=args.cache_flush_seconds,
         scores_format=scores_format(args.scores_format, args.output),
+        progress_interval=args.progress_interval,
         options=dict(vars(args)))
 
   @property

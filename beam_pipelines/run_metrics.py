@@ -84,9 +84,13 @@ def from_runner(result, job: JobConfig, staging: str, wall_s: float,
   counts = {
       m.READ: counters.get(m.READ, 0), m.VALID: counters.get(m.VALID, 0),
       "rejected_by_reason": m.by_suffix(counters, m.REJECTED_PREFIX),
-      m.SCORED: counters.get(m.SCORED, 0), m.EMBEDDED: counters.get(m.EMBEDDED, 0),
       m.SELECTED: counters.get(m.SELECTED, 0),
   }
+  # A stage's count only where the stage ran (a perplexity run scores nothing with Ask-LLM).
+  if job.runs_ask_llm:
+    counts[m.SCORED] = counters.get(m.SCORED, 0)
+  if job.runs_embeddings:
+    counts[m.EMBEDDED] = counters.get(m.EMBEDDED, 0)
   counts.update({k: counters[k] for k in _OPTIONAL_COUNTS if k in counters})
   failed = {k: v for k, v in m.by_suffix(counters, m.SCORING_FAILED_PREFIX).items() if v}
   if failed:
@@ -96,6 +100,7 @@ def from_runner(result, job: JobConfig, staging: str, wall_s: float,
   for name, prefix in (("from_cache", m.FROM_CACHE_PREFIX), ("inferred", m.INFERRED_PREFIX)):
     counts[name] = {ns: counters.get(prefix + ns, 0) for ns in _model_stages(job)}
   extra = {"cache": caching.cache_metrics(job, caches or {}, counters)}
+
   fit_path = FileSystems.join(staging, HEAD_FIT_FILE)
   if job.sampler.uses(HEAD) and FileSystems.exists(fit_path):
     with FileSystems.open(fit_path) as f:
@@ -109,7 +114,24 @@ def from_runner(result, job: JobConfig, staging: str, wall_s: float,
       extra["sketch"] = {**sketch.params.to_dict(), "documents": sketch.n,
                          "path": job.sketch_from or FileSystems.join(job.output, SKETCH_FILE)}
   stage_times = {k: round((hi - lo) / 1000.0, 3) for k, (lo, hi) in clocks.items()}
-  return metrics_document(job, counts, stage_times, wall_s, **extra)
+  doc = metrics_document(job, counts, stage_times, wall_s, **extra)
+  # What the scorer decided when it loaded: --chat_template=auto as actually used.
+  resolved = model_settings(counters).get("ask_llm", {})
+  if doc["ask_llm"] is not None and "chat_template" in resolved:
+    doc["ask_llm"]["chat_template_used"] = resolved["chat_template"]
+  return doc
+
+
+def model_settings(counters: Dict[str, int]) -> Dict[str, Dict[str, Any]]:
+  """{model: {setting: value}} from the model_setting: counters (a list of values when
+  worker processes disagreed)."""
+  found: Dict[str, Dict[str, list]] = {}
+  for name in m.by_suffix(counters, m.MODEL_SETTING_PREFIX):
+    model, _, setting = name.partition(":")
+    key, _, value = setting.partition("=")
+    found.setdefault(model, {}).setdefault(key, []).append(value)
+  return {model: {k: (v[0] if len(v) == 1 else sorted(v)) for k, v in settings.items()}
+          for model, settings in found.items()}
 
 
 def _model_stages(job: JobConfig):

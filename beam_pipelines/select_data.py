@@ -186,6 +186,7 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
   caches = check_job(job, options)
   # Imported here: the graph pulls in the model stages (torch through Beam's RunInference),
   # which --help and a refused command line do not need.
+  import_tensorflow_quietly()
   from beam_pipelines import run_metrics
   from beam_pipelines.graph import build_pipeline
   start = time.time()
@@ -217,6 +218,27 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
             metrics["wall_time_s"], c["read"], c["valid"], c["rejected"], c["selected"],
             job.output)
   return metrics
+
+
+def import_tensorflow_quietly() -> None:
+  """Imports TensorFlow (the TFRecord writer needs it) with the process's stderr closed:
+  its C++ start-up lines (cudart_stub "Could not find cuda drivers", cpu_feature_guard,
+  "All log messages before absl::InitializeLog()") are written before its logging is set
+  up, whatever TF_CPP_MIN_LOG_LEVEL says. Done once, before the pipeline's threads start;
+  an import error is raised as usual."""
+  if "tensorflow" in sys.modules:
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  try:
+    with open(os.devnull, "w") as null:
+      os.dup2(null.fileno(), 2)
+      try:
+        import tensorflow  # noqa: F401
+      finally:
+        os.dup2(saved, 2)
+  finally:
+    os.close(saved)
 
 
 def run_estimate(job: JobConfig) -> dict:

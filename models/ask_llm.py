@@ -205,6 +205,10 @@ class AskLLMScorer:
     """(P(yes), P(no)) for each text; batched internally by the caller's batch."""
     return self.score_ids([self.encode(t) for t in texts])
 
+  def settings(self) -> Dict[str, str]:
+    """Settings decided when the model loaded (for metrics.json): `auto` resolved."""
+    return {"chat_template": "on" if self.uses_chat_template else "off"}
+
   def run(self, texts: Sequence[str]) -> np.ndarray:
     """The interface every model of the job offers its RunInference handler
     (transforms/inference.py): texts -> one row per text, here [N, 2] (P(yes), P(no))."""

@@ -44,6 +44,8 @@ def test_counters_of_an_ask_llm_run(tmp_path, tiny_causal_lm_dir):
                  **_expected_rejections(reasons),
                  # The score cache (OUTPUT/cache) was empty: everything was inferred.
                  "inferred:ask_llm": 12, "model_loads:ask_llm": 1,
+                 # The tiny model's tokenizer has a chat template: auto used it.
+                 "model_setting:ask_llm:chat_template=on": 1,
                  "cache_written:ask_llm": 12}
   # Run again: every score comes from the cache and the model is not loaded.
   again = _counters(tmp_path, "--sampler=ask_llm", f"--scorer_model={tiny_causal_lm_dir}",

@@ -144,6 +144,9 @@ def test_perplexity_sampler_keeps_the_lowest(tmp_path, tiny_causal_lm_dir):
                       test_pipeline=_TP(runner="FnApiRunner"))
   rows = [_json.loads(l) for p in glob.glob(str(out / "scores" / "*.jsonl")) for l in open(p)]
   assert m["counts"]["selected"] == 4 and m["counts"]["perplexity"] == 12
+  # No Ask-LLM or embedding stage ran: no `scored: 0` / `embedded: 0` to mislead.
+  assert "scored" not in m["counts"] and "embedded" not in m["counts"]
+  assert m["counts"]["inferred"] == {"perplexity": 12}
   best = sorted(rows, key=lambda r: (r["perplexity"], r["id"]))[:4]
   chosen = sorted((r for r in rows if r["selected"]), key=lambda r: r["rank"])
   assert [r["id"] for r in chosen] == [r["id"] for r in best]

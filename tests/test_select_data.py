@@ -103,6 +103,9 @@ def test_every_record_accounted_and_top_k_ranked(tmp_path, tiny_causal_lm_dir):
   assert (c["read"], c["valid"], c["rejected"], c["scored"]) == (n_records, 12, n_records - 12, 12)
   assert c["accounted"] and c["rejected_by_reason"] == reasons
   assert json.load(open(os.path.join(out, "metrics.json")))["counts"] == c
+  # --chat_template=auto, as the scorer resolved it (the tiny tokenizer has a template).
+  assert metrics["ask_llm"]["chat_template"] == "auto"
+  assert metrics["ask_llm"]["chat_template_used"] == "on"
 
   # Exactly floor(12 * 0.4) = 4 selected: the top 4 by score, ties by id.
   k = 4

@@ -37,12 +37,13 @@ class EmbedDocuments(ScoreDocuments):
 
   def __init__(self, config: EmbeddingConfig, batch_tokens: int = 8192,
                max_batch_size: int = 256, large_model: bool = False,
-               model_copies: Optional[int] = None, total=None, cache=None):
+               model_copies: Optional[int] = None, total=None, cache=None,
+               progress_interval_s: float = 30.0):
     super().__init__(EmbeddingModelHandler(config, large_model=large_model,
                                            model_copies=model_copies),
                      stage="embedded", max_tokens=config.max_tokens, frame_tokens=2,
                      batch_tokens=batch_tokens, max_batch_size=max_batch_size, total=total,
-                     cache=cache)
+                     cache=cache, progress_interval_s=progress_interval_s)
 
 
 class _SketchWithParamsFromSideInput(sketch_counts.DensitySketchCombineFn):

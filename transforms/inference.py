@@ -59,6 +59,10 @@ class LazyModel:
     self.load()
     return self._model.run(texts)
 
+  def settings(self) -> Dict[str, Any]:
+    """What the loaded model decided itself (e.g. whether a chat template is used)."""
+    return self._model.settings() if hasattr(self._model, "settings") else {}
+
 
 class DocumentModelHandler(ModelHandler[Document, Document, Any]):
   """Documents in, the same Documents with scores (or embeddings) attached out.
@@ -98,19 +102,11 @@ class DocumentModelHandler(ModelHandler[Document, Document, Any]):
   def __getstate__(self):
     state = dict(self.__dict__)
     state.pop("_lock", None)
-    state.pop("_progress", None)
     return state
 
   def __setstate__(self, state):
     self.__dict__.update(state)
     self._lock = threading.Lock()
-
-  def _model_progress(self) -> "metrics.ModelProgress":
-    progress = getattr(self, "_progress", None)
-    if progress is None:
-      progress = self._progress = metrics.ModelProgress(
-          self._namespace, self.progress_interval_s)
-    return progress
 
   def load_model(self):
     # Loaded on the first batch, not when the step starts: a run whose documents all
@@ -135,11 +131,17 @@ class DocumentModelHandler(ModelHandler[Document, Document, Any]):
 
   def run_inference(self, batch: Sequence[Document], model,
                     inference_args: Optional[Dict[str, Any]] = None) -> Iterable[Document]:
+    progress = metrics.ModelProgress.for_stage(self._namespace, self.progress_interval_s)
     # Outside the per-document fallback: a model that cannot load fails the job.
-    if model.load():
-      metrics.counter(metrics.MODEL_LOADS_PREFIX + self._namespace).inc()
-    progress = self._model_progress()
-    progress.batch_started()
+    progress.loading(True)
+    try:
+      if model.load():
+        metrics.counter(metrics.MODEL_LOADS_PREFIX + self._namespace).inc()
+        for key, value in sorted(model.settings().items()):
+          metrics.counter(f"{metrics.MODEL_SETTING_PREFIX}{self._namespace}:{key}={value}"
+                          ).inc()
+    finally:
+      progress.loading(False)
     out = self._run_batch(batch, model)
     progress.batch_done(len(batch))
     metrics.counter(metrics.INFERRED_PREFIX + self._namespace).inc(len(batch))

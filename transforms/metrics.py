@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Optional
 
 import apache_beam as beam
 
@@ -29,6 +30,9 @@ SCORING_FAILED_PREFIX = "scoring_failed:"  # + model namespace (ask_llm, embeddi
 FROM_CACHE_PREFIX = "from_cache:"
 INFERRED_PREFIX = "inferred:"
 MODEL_LOADS_PREFIX = "model_loads:"
+# + "<model>:<setting>=<value>", once per model load: a setting the model resolved itself
+# (e.g. ask_llm:chat_template=on for --chat_template=auto).
+MODEL_SETTING_PREFIX = "model_setting:"
 CACHE_WRITTEN_PREFIX = "cache_written:"              # entries written
 CACHE_WRITE_FAILED_PREFIX = "cache_write_failed:"    # entries that could not be written
 CACHE_UNREADABLE_PREFIX = "cache_unreadable_files:"  # files skipped (corrupt, wrong shape)
@@ -41,7 +45,7 @@ STAGE_COUNTERS = (SCORED, PERPLEXITY, EMBEDDED)
 COUNTERS = (READ, VALID, SCORED, PERPLEXITY, EMBEDDED, TEACHER, TEACHER_HELD_BACK,
             QUALITY_POOL, SELECTED)
 FAMILIES = (REJECTED_PREFIX, SCORING_FAILED_PREFIX, FROM_CACHE_PREFIX, INFERRED_PREFIX,
-            MODEL_LOADS_PREFIX, CACHE_WRITTEN_PREFIX, CACHE_WRITE_FAILED_PREFIX,
+            MODEL_LOADS_PREFIX, MODEL_SETTING_PREFIX, CACHE_WRITTEN_PREFIX, CACHE_WRITE_FAILED_PREFIX,
             CACHE_UNREADABLE_PREFIX, CACHE_INVALID_PREFIX)
 
 
@@ -86,32 +90,111 @@ def progress_line(stage: str, done: int, total: int, elapsed: float) -> str:
   return f"{stage}: {done} documents, {rate:.1f} docs/s"
 
 
+def _duration(seconds: float) -> str:
+  if seconds < 90:
+    return f"{seconds:.0f} s"
+  if seconds < 90 * 60:
+    return f"{seconds / 60:.1f} min"
+  return f"{seconds / 3600:.1f} h"
+
+
+def model_progress_line(stage: str, done: int, queued: int, elapsed: float,
+                        recent_rate: Optional[float], interval: float,
+                        loading_s: Optional[float] = None) -> str:
+  """One progress line of a model stage in one worker process."""
+  if loading_s is not None and done == 0:
+    return (f"{stage}: loading the model ({_duration(loading_s)} so far); "
+            f"{queued} documents queued")
+  overall = done / elapsed if elapsed > 0 else 0.0
+  parts = [f"{stage}: {done}/{queued} documents ({100.0 * done / max(queued, 1):.1f}%)"]
+  if recent_rate is not None:
+    parts.append(f"{recent_rate:.2f} docs/s over the last {_duration(interval)}")
+  parts.append(f"{overall:.2f} docs/s overall")
+  rate = recent_rate or overall
+  if rate > 0 and queued > done:
+    parts.append(f"about {_duration((queued - done) / rate)} left")
+  return ", ".join(parts) + " (this worker process)"
+
+
 class ModelProgress:
-  """Progress of a model stage, logged from the inference step itself after each batch
-  (at most every `interval_s`): with one bundle (the local runner) no document leaves
-  that step before every batch is done, so a counter downstream would log nothing until
-  the end. Per process; the rate counts from the start of its first batch."""
+  """Progress of one model stage in this worker process, logged by a timer thread every
+  `interval_s` while the stage has work (model loading included), whatever the documents
+  do: with the local runner's single bundle no scored document leaves the stage before
+  the last batch, so nothing downstream could report. Documents are counted as they are
+  queued for the model (before batching: on the local runner that is the whole stage's
+  share of this process) and as batches finish; when the queue is empty a last line gives
+  the stage's time. One per stage and process (`for_stage`), shared by its threads."""
 
   def __init__(self, stage: str, interval_s: float = 30.0):
-    self._interval = interval_s
-    self._stage = stage
-    with _PROGRESS_LOCK:
-      self._state = _PROGRESS.setdefault("model:" + stage, _Progress())
+    self.stage = stage
+    self.interval_s = interval_s
+    self._lock = threading.Lock()
+    self._queued = self._done = 0
+    self._start = None
+    self._loading_since = None
+    self._last = None  # (time, done) at the previous line
+    self._wake = threading.Event()
+    self._thread = None
 
-  def batch_started(self) -> None:
-    with self._state.lock:
-      if self._state.start is None:
-        self._state.start = self._state.last_log = time.time()
+  @classmethod
+  def for_stage(cls, stage: str, interval_s: float = 30.0) -> "ModelProgress":
+    with _PROGRESS_LOCK:
+      progress = _PROGRESS.get("model:" + stage)
+      if progress is None:
+        progress = _PROGRESS["model:" + stage] = cls(stage, interval_s)
+      progress.interval_s = min(progress.interval_s, interval_s)
+      return progress
+
+  def queued(self, documents: int = 1) -> None:
+    with self._lock:
+      if self._start is None or self._done >= self._queued:
+        if self._start is None:
+          self._start = time.time()
+        self._ensure_timer()
+      self._queued += documents
+
+  def loading(self, active: bool) -> None:
+    with self._lock:
+      self._loading_since = time.time() if active else None
 
   def batch_done(self, documents: int) -> None:
-    s = self._state
-    now = time.time()
-    with s.lock:
-      s.done += documents
-      if s.start is not None and now - s.last_log >= self._interval:
-        s.last_log = now
-        _LOG.info("%s (this worker process)", progress_line(
-            self._stage, s.done, 0, now - s.start))
+    with self._lock:
+      self._done += documents
+      finished = self._done >= self._queued
+      if finished:
+        elapsed = time.time() - self._start
+        _LOG.info("%s: %d documents scored in %s (%.2f docs/s), this worker process's "
+                  "queue is done", self.stage, self._done, _duration(elapsed),
+                  self._done / elapsed if elapsed > 0 else 0.0)
+        self._wake.set()
+
+  def line(self, now: Optional[float] = None) -> str:
+    now = time.time() if now is None else now
+    with self._lock:
+      recent = None
+      if self._last is not None and now > self._last[0]:
+        recent = (self._done - self._last[1]) / (now - self._last[0])
+      self._last = (now, self._done)
+      loading_s = now - self._loading_since if self._loading_since is not None else None
+      return model_progress_line(self.stage, self._done, self._queued, now - self._start,
+                                 recent, self.interval_s, loading_s)
+
+  def _ensure_timer(self) -> None:
+    # Under self._lock.
+    if self._thread is not None and self._thread.is_alive():
+      return
+    self._wake = threading.Event()
+    self._last = (time.time(), self._done)
+    self._thread = threading.Thread(target=self._tick, args=(self._wake,), daemon=True,
+                                    name=f"progress {self.stage}")
+    self._thread.start()
+
+  def _tick(self, wake: threading.Event) -> None:
+    while not wake.wait(self.interval_s):
+      with self._lock:
+        if self._done >= self._queued:
+          return
+      _LOG.info("%s", self.line())
 
 
 class LogProgress(beam.DoFn):

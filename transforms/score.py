@@ -9,7 +9,7 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from models.ask_llm import AskLLMConfig
 from transforms.inference import AskLLMModelHandler, PerplexityModelHandler
-from transforms.metrics import LogProgress, stage_clock
+from transforms.metrics import LogProgress, ModelProgress, stage_clock
 from transforms.records import Document
 from transforms.score_cache import CacheSpec, LookUpCache, WriteToCache
 
@@ -20,6 +20,18 @@ _BYTES_PER_TOKEN = 4
 
 def estimated_tokens(doc: Document, max_tokens: int, frame_tokens: int = 100) -> int:
   return min(max_tokens, frame_tokens + len(doc.text) // _BYTES_PER_TOKEN)
+
+
+class _QueueForModel(beam.DoFn):
+  """Counts the documents queued for a model in this process, for its progress lines."""
+
+  def __init__(self, stage: str, interval_s: float):
+    self._stage = stage
+    self._interval = interval_s
+
+  def process(self, doc):
+    ModelProgress.for_stage(self._stage, self._interval).queued()
+    yield doc
 
 
 class _ClockIn(beam.DoFn):
@@ -42,15 +54,19 @@ class ScoreDocuments(beam.PTransform):
     batch_tokens: token budget of one batch (padding included, estimated).
     max_batch_size: at most this many documents per batch.
     total: optional side input (number of documents) for progress estimates.
+    progress_interval_s: seconds between progress lines while the model runs.
     cache: where this model's outputs are cached (score_cache.CacheSpec); None: no cache.
       Documents found there skip the model; the others are scored and added to it.
   """
 
   def __init__(self, handler: ModelHandler, stage: str, max_tokens: int,
                frame_tokens: int = 0, batch_tokens: int = 8192, max_batch_size: int = 64,
-               total=None, cache: Optional[CacheSpec] = None):
+               total=None, cache: Optional[CacheSpec] = None,
+               progress_interval_s: float = 30.0):
     super().__init__()
     self._handler = handler
+    handler.progress_interval_s = progress_interval_s
+    self._interval = progress_interval_s
     self._cache = cache
     self._stage = stage
     self._max_tokens = max_tokens
@@ -65,6 +81,8 @@ class ScoreDocuments(beam.PTransform):
     if self._cache is not None:
       looked_up = docs | "LookUpCache" >> LookUpCache(self._cache, self._handler.attach)
       docs = looked_up["misses"]
+    docs = docs | "QueueForModel" >> beam.ParDo(
+        _QueueForModel(self._handler.namespace, self._interval))
     batches = docs | "SortAndBatchByTokens" >> beam.SortAndBatchElements(
         min_batch_size=1, max_batch_size=self._max_batch_size,
         max_batch_weight=max(self._batch_tokens, max_tokens),
@@ -91,12 +109,12 @@ class ScoreAskLLM(ScoreDocuments):
   def __init__(self, config: AskLLMConfig, batch_tokens: int = 8192,
                max_batch_size: int = 64, large_model: bool = False,
                model_copies: Optional[int] = None, total=None,
-               cache: Optional[CacheSpec] = None):
+               cache: Optional[CacheSpec] = None, progress_interval_s: float = 30.0):
     super().__init__(AskLLMModelHandler(config, large_model=large_model,
                                         model_copies=model_copies),
                      stage="scored", max_tokens=config.max_tokens, frame_tokens=100,
                      batch_tokens=batch_tokens, max_batch_size=max_batch_size, total=total,
-                     cache=cache)
+                     cache=cache, progress_interval_s=progress_interval_s)
 
 
 class ScorePerplexity(ScoreDocuments):
@@ -109,9 +127,9 @@ class ScorePerplexity(ScoreDocuments):
 
   def __init__(self, config, batch_tokens: int = 8192, max_batch_size: int = 64,
                large_model: bool = False, model_copies: Optional[int] = None, total=None,
-               cache: Optional[CacheSpec] = None):
+               cache: Optional[CacheSpec] = None, progress_interval_s: float = 30.0):
     super().__init__(PerplexityModelHandler(config, large_model=large_model,
                                             model_copies=model_copies),
                      stage="perplexity", max_tokens=config.max_tokens, frame_tokens=1,
                      batch_tokens=batch_tokens, max_batch_size=max_batch_size, total=total,
-                     cache=cache)
+                     cache=cache, progress_interval_s=progress_interval_s)
