@@ -81,6 +81,9 @@ def main():
   ap.add_argument("--docs", type=int, default=1000)
   ap.add_argument("--max_tokens", type=int, default=512)
   ap.add_argument("--workdir", default=None)
+  ap.add_argument("--only_kill", action="store_true",
+                  help="run only part 4, against --uninterrupted_s from an earlier run")
+  ap.add_argument("--uninterrupted_s", type=float, default=None)
   args = ap.parse_args()
   work = args.workdir or tempfile.mkdtemp(prefix="score_cache_bench_")
   os.makedirs(work, exist_ok=True)
@@ -99,6 +102,10 @@ def main():
     return path
 
   result = {"docs": args.docs, "max_tokens": args.max_tokens}
+  if args.only_kill:
+    result["kill"] = kill_and_resume(common, out, args.uninterrupted_s, None)
+    print(json.dumps(result, indent=2))
+    return
   full = out("full")
   t_full = timed([*common, f"--output={full}"])
   t_none = timed([*common, f"--output={out('nocache')}", "--cache=none"])
@@ -117,39 +124,8 @@ def main():
   result["reselect_model_loads"] = m_re["model_loads"]
   result["reselect_inferred"] = m_re["inferred"]
 
-  # Kill at about half, then resume.
-  killed = out("killed")
-  cache = os.path.join(killed, "cache")
-  start = time.time()
-  proc = job([*common, f"--output={killed}"], wait=False)
-  last_file_at = None
-  while proc.poll() is None:
-    parts = cache_parts(cache)
-    if parts:
-      last_file_at = max(os.path.getmtime(p) for p in parts)
-      if len(cached_entries(cache)) >= args.docs // 2:
-        break
-    time.sleep(0.5)
-  kill_at = time.time()
-  os.killpg(proc.pid, signal.SIGKILL)
-  proc.wait()
-  t_killed = kill_at - start
-  before = len(cached_entries(cache))
-  t_resume = timed([*common, f"--output={killed}", "--resume"])
-  m_res = metrics_of(killed)
-  stage = m_res["cache"]["stages"]["ask_llm"]
-  # Documents per second of the scoring stage of run 1.
-  rate = args.docs / max(m_full.get("stage_wall_time_s", {}).get("scored", t_none), 1e-3)
-  result["kill"] = {
-      "killed_after_s": round(t_killed, 1), "cached_at_kill": before,
-      "seconds_since_last_flush_at_kill": round(kill_at - (last_file_at or kill_at), 1),
-      "resume_s": round(t_resume, 1), "resume_inferred": stage["inferred"],
-      "resume_from_cache": stage["from_cache"],
-      "kill_plus_resume_over_uninterrupted": round((t_killed + t_resume) / t_none, 3),
-      "same_selection_as_uninterrupted": (
-          _selected(killed) == _selected(os.path.join(work, "nocache"))),
-      "rescored_at_most_docs": int(round((kill_at - (last_file_at or kill_at)) * rate)),
-  }
+  result["kill"] = kill_and_resume(common, out, t_none, m_full,
+                                   os.path.join(work, "nocache"))
 
   # Cache sizes per document.
   dens = out("density")
@@ -164,6 +140,45 @@ def main():
                            "embeddings": len(cache_parts(os.path.join(dens, "cache"),
                                                          "embeddings"))}
   print(json.dumps(result, indent=2))
+
+
+def kill_and_resume(common, out, uninterrupted_s, m_full, reference=None):
+  """Kills a run with SIGKILL at half the uninterrupted run's time (wherever the flushes
+  are), then resumes it."""
+  killed = out("killed")
+  cache = os.path.join(killed, "cache")
+  start = time.time()
+  proc = job([*common, f"--output={killed}"], wait=False)
+  while proc.poll() is None and time.time() - start < uninterrupted_s / 2:
+    time.sleep(0.2)
+  kill_at = time.time()
+  os.killpg(proc.pid, signal.SIGKILL)
+  proc.wait()
+  parts = cache_parts(cache)
+  last_file_at = max((os.path.getmtime(p) for p in parts), default=start)
+  before = len(cached_entries(cache))
+  t_resume = timed([*common, f"--output={killed}", "--resume"])
+  stage = metrics_of(killed)["cache"]["stages"]["ask_llm"]
+  # The scoring rate of the full run, else of the resumed part.
+  docs = (stage["inferred"] + stage["from_cache"]) if m_full else stage["inferred"]
+  scored_s = (m_full or metrics_of(killed)).get("stage_wall_time_s", {}).get("scored")
+  rate = docs / scored_s if scored_s else None
+  since_flush = kill_at - last_file_at
+  report = {
+      "killed_after_s": round(kill_at - start, 1), "cached_at_kill": before,
+      "seconds_since_last_flush_at_kill": round(since_flush, 1),
+      "resume_s": round(t_resume, 1), "resume_inferred": stage["inferred"],
+      "resume_from_cache": stage["from_cache"],
+      "kill_plus_resume_over_uninterrupted": round(
+          (kill_at - start + t_resume) / uninterrupted_s, 3),
+      # Work lost = documents scored after the last flush: its age times the scoring rate
+      # (at most one flush interval: 30 s or 1,000 documents).
+      "estimated_rescored_docs": int(round(since_flush * rate)) if rate else None,
+      "flush_interval_docs_at_this_rate": int(round(min(30.0 * rate, 1000))) if rate else None,
+  }
+  if reference:
+    report["same_selection_as_uninterrupted"] = _selected(killed) == _selected(reference)
+  return report
 
 
 def _selected(out):

@@ -84,9 +84,9 @@ def test_a_local_run_prints_no_banners_or_progress_bars(tmp_path, tiny_causal_lm
   import subprocess
   import sys
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  from tests.test_select_data import GOOD
   (tmp_path / "in.jsonl").write_text("".join(
-      json.dumps({"id": f"d{i}", "text": f"Text number {i} about things."}) + "\n"
-      for i in range(6)))
+      json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(GOOD)))
   argv = [f"--input={tmp_path}/in.jsonl", f"--output={tmp_path}/out", "--id_field=id",
           "--sampler=ask_llm_density", f"--scorer_model={tiny_causal_lm_dir}",
           f"--embedding_model={tiny_bert_dir}", "--max_tokens=128", "--device=cpu"]

@@ -159,8 +159,10 @@ class ModelProgress:
 
   def batch_done(self, documents: int) -> None:
     with self._lock:
+      if self._start is None:  # Scored without being queued (the handler used alone).
+        self._start = time.time()
       self._done += documents
-      finished = self._done >= self._queued
+      finished = self._queued > 0 and self._done >= self._queued
       if finished:
         elapsed = time.time() - self._start
         _LOG.info("%s: %d documents scored in %s (%.2f docs/s), this worker process's "
