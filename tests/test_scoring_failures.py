@@ -81,22 +81,3 @@ def test_unscored_and_nan_scores_sort_last():
   key = density_sampling_key(0)
   weighted = [doc(0, sampling_weight=0.5), doc(1), doc(2, sampling_weight=1.0)]
   assert [d.id for d in sorted(weighted, key=key)][-1] == "d1"
-
-
-def test_progress_is_logged_from_the_inference_step_while_batches_run(tiny_causal_lm_dir,
-                                                                      caplog):
-  """With the local runner's single bundle nothing leaves RunInference before the last
-  batch, so progress must come from the handler itself, batch by batch."""
-  import logging
-  docs = [Document(id=f"d{i}", text=t, source=f"f:{i}") for i, t in enumerate(TEXTS)]
-  handler = AskLLMModelHandler(AskLLMConfig(model=tiny_causal_lm_dir, max_tokens=128,
-                                            device="cpu"))
-  handler.progress_interval_s = 0.0
-  with caplog.at_level(logging.INFO, logger="transforms.metrics"):
-    with TestPipeline(runner="FnApiRunner") as p:
-      run_handler(p, docs, handler, max_batch_size=1)
-  lines = [r.getMessage() for r in caplog.records if "this worker process" in r.getMessage()]
-  # One line per batch of one document, counting up, each with a rate.
-  counts = [int(l.split(": ", 1)[1].split(" ", 1)[0]) for l in lines]
-  assert counts[-1] >= len(TEXTS) and counts == sorted(counts) and len(counts) >= len(TEXTS)
-  assert all(l.startswith("ask_llm: ") and "docs/s" in l for l in lines)

@@ -148,8 +148,9 @@ class ModelProgress:
   def queued(self, documents: int = 1) -> None:
     with self._lock:
       if self._start is None or self._done >= self._queued:
-        if self._start is None:
-          self._start = time.time()
+        # Idle: new work (the next run in this process, or the next bundles) counts anew.
+        self._queued = self._done = 0
+        self._start = time.time()
         self._ensure_timer()
       self._queued += documents
 
@@ -183,8 +184,8 @@ class ModelProgress:
 
   def _ensure_timer(self) -> None:
     # Under self._lock.
-    if self._thread is not None and self._thread.is_alive():
-      return
+    if self._thread is not None and self._thread.is_alive() and not self._wake.is_set():
+      return  # Running, and not stopping.
     self._wake = threading.Event()
     self._last = (time.time(), self._done)
     self._thread = threading.Thread(target=self._tick, args=(self._wake,), daemon=True,
