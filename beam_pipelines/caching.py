@@ -4,12 +4,11 @@ The cache itself (format, lookup, writing) is transforms/score_cache.py.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Dict
 
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipelines.options import JobConfig, UsageError, one_line
+from beam_pipelines.options import JobConfig, UsageError, make_local_directory, one_line
 from models.fingerprint import settings_fingerprint
 from transforms import metrics as m
 from transforms.score_cache import CacheSpec, other_fingerprints, write_settings
@@ -20,15 +19,8 @@ def cache_specs(job: JobConfig) -> Dict[str, CacheSpec]:
   --cache=none. Hashes local model files (their content is part of the fingerprint)."""
   if job.cache is None:
     return {}
-  configs = {}
-  if job.runs_ask_llm:
-    configs["ask_llm"] = job.scorer
-  if job.runs_perplexity:
-    configs["perplexity"] = job.perplexity
-  if job.runs_embeddings:
-    configs["embeddings"] = job.embedding
   specs = {}
-  for namespace, config in configs.items():
+  for namespace, config in job.model_stages().items():
     settings = config.cache_settings()
     specs[namespace] = CacheSpec(
         root=job.cache, namespace=namespace, fingerprint=settings_fingerprint(settings),
@@ -43,13 +35,7 @@ def prepare_cache(job: JobConfig, specs: Dict[str, CacheSpec]) -> None:
   if not specs:
     return
   root = job.cache
-  if "://" not in root:
-    if os.path.exists(root) and not os.path.isdir(root):
-      raise UsageError(f"--cache {root} is a file, not a directory (or pass --cache=none)")
-    try:
-      os.makedirs(root, exist_ok=True)
-    except OSError as e:
-      raise UsageError(f"cannot create --cache {root}: {e.strerror or e}") from e
+  make_local_directory(root, "--cache", hint=" (or pass --cache=none)")
   for spec in specs.values():
     try:
       write_settings(spec)

@@ -477,6 +477,19 @@ def one_line(e: BaseException) -> str:
   return f"{type(e).__name__}: {text[0][:300] if text else ''}"
 
 
+def make_local_directory(path: str, option: str, hint: str = "") -> None:
+  """Creates a local directory option's path (gs:// paths need none); a UsageError when
+  it is a file or cannot be created. `hint` is appended to the file message."""
+  if "://" in path:
+    return
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise UsageError(f"{option} {path} is a file, not a directory{hint}")
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise UsageError(f"cannot create {option} {path}: {e.strerror or e}") from e
+
+
 # How long a check of a gs:// (or other remote) path may take before the job gives up.
 REMOTE_CHECK_TIMEOUT_S = 30.0
 
@@ -615,6 +628,17 @@ class JobConfig:
   @property
   def perplexity(self):
     return perplexity_config(argparse.Namespace(**self.options))
+
+  def model_stages(self) -> Dict[str, Any]:
+    """{model namespace: its config} of the model stages this job runs."""
+    stages = {}
+    if self.runs_ask_llm:
+      stages["ask_llm"] = self.scorer
+    if self.runs_perplexity:
+      stages["perplexity"] = self.perplexity
+    if self.runs_embeddings:
+      stages["embeddings"] = self.embedding
+    return stages
 
   def scorer_name(self) -> str:
     return loading.model_name(self.scorer.model, "scorer")

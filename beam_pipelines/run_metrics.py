@@ -98,7 +98,7 @@ def from_runner(result, job: JobConfig, staging: str, wall_s: float,
   # Per model stage: documents taken from the score cache and documents the model ran
   # on; they add up to the documents the stage needed.
   for name, prefix in (("from_cache", m.FROM_CACHE_PREFIX), ("inferred", m.INFERRED_PREFIX)):
-    counts[name] = {ns: counters.get(prefix + ns, 0) for ns in _model_stages(job)}
+    counts[name] = {ns: counters.get(prefix + ns, 0) for ns in job.model_stages()}
   extra = {"cache": caching.cache_metrics(job, caches or {}, counters)}
 
   fit_path = FileSystems.join(staging, HEAD_FIT_FILE)
@@ -132,12 +132,6 @@ def model_settings(counters: Dict[str, int]) -> Dict[str, Dict[str, Any]]:
     found.setdefault(model, {}).setdefault(key, []).append(value)
   return {model: {k: (v[0] if len(v) == 1 else sorted(v)) for k, v in settings.items()}
           for model, settings in found.items()}
-
-
-def _model_stages(job: JobConfig):
-  return [ns for ns, runs in (("ask_llm", job.runs_ask_llm),
-                              ("perplexity", job.runs_perplexity),
-                              ("embeddings", job.runs_embeddings)) if runs]
 
 
 def rejected_by_reason(rejected):

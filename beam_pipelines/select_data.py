@@ -30,7 +30,8 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions
 from beam_pipelines import caching
 from beam_pipelines.options import (JobConfig, UsageError, check_runner,
                                     check_sampler_options, check_scorer_options,
-                                    is_local_runner, one_line, parse_args, within_timeout)
+                                    is_local_runner, make_local_directory, one_line, parse_args,
+                                    within_timeout)
 from models import loading
 from transforms import read as read_lib
 from transforms import write as write_lib
@@ -86,13 +87,7 @@ def check_inputs_outside_outputs(input_files: List[str], output: str) -> None:
 
 def check_output_writable(output: str) -> None:
   """Fails before the run when --output cannot be written (a file, no permission)."""
-  if "://" not in output:
-    if os.path.exists(output) and not os.path.isdir(output):
-      raise UsageError(f"--output {output} is a file, not a directory")
-    try:
-      os.makedirs(output, exist_ok=True)
-    except OSError as e:
-      raise UsageError(f"cannot create --output {output}: {e.strerror or e}") from e
+  make_local_directory(output, "--output")
   probe = FileSystems.join(output, write_lib.STAGING_ROOT, f".write-check-{os.getpid()}")
   try:
     with FileSystems.create(probe) as f:

@@ -29,8 +29,11 @@ class _QueueForModel(beam.DoFn):
     self._stage = stage
     self._interval = interval_s
 
+  def setup(self):
+    self._progress = ModelProgress.for_stage(self._stage, self._interval)
+
   def process(self, doc):
-    ModelProgress.for_stage(self._stage, self._interval).queued()
+    self._progress.queued()
     yield doc
 
 

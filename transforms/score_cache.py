@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import math
 import time
 import uuid
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -32,6 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms import metrics
 from transforms.records import Document
+from transforms.write import write_bytes_atomic, write_json_atomic
 
 _LOG = logging.getLogger(__name__)
 
@@ -315,12 +315,8 @@ class LookUpCache(beam.PTransform):
 
 def write_entries(spec: CacheSpec, keys, rows) -> str:
   """Writes one cache file atomically (temporary name, then rename); returns its path."""
-  data = table_bytes(CODECS[spec.namespace].table(keys, rows))
   final = FileSystems.join(spec.directory, new_part_name())
-  tmp = final + ".tmp"
-  with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-    f.write(data)
-  FileSystems.rename([tmp], [final])
+  write_bytes_atomic(final, table_bytes(CODECS[spec.namespace].table(keys, rows)))
   return final
 
 
@@ -372,13 +368,9 @@ class WriteToCache(beam.DoFn):
 
 def write_settings(spec: CacheSpec) -> None:
   """Writes the settings file of a fingerprint (atomically; same content every time)."""
-  data = json.dumps({"model": spec.namespace, "fingerprint": spec.fingerprint,
-                     "settings": spec.settings, "format": FORMAT_VERSION},
-                    indent=2, sort_keys=True).encode("utf-8")
-  tmp = f"{spec.settings_file}.tmp-{uuid.uuid4().hex}"
-  with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-    f.write(data)
-  FileSystems.rename([tmp], [spec.settings_file])
+  write_json_atomic(spec.settings_file, {
+      "model": spec.namespace, "fingerprint": spec.fingerprint,
+      "settings": spec.settings, "format": FORMAT_VERSION})
 
 
 def other_fingerprints(spec: CacheSpec):
