@@ -7,10 +7,13 @@ import json
 import os
 import sys
 
+# TensorFlow's C++ start-up lines, and its "failed call to cuInit" when tf.data starts
+# without a GPU, are noise here (set before select_data sets its own level).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from beam_pipelines.select_data import import_tensorflow_quietly  # noqa: E402
 
-import_tensorflow_quietly()  # TensorFlow's C++ start-up lines are noise here.
+import_tensorflow_quietly()
 import tensorflow as tf  # noqa: E402
 
 FEATURES = {
