@@ -14,12 +14,16 @@ REQUIRED = [
     "accelerate==1.15.0",
     "numpy==2.4.6",
     "scipy==1.17.1",
+    "matplotlib==3.11.2",  # report.html's charts (inline SVG)
 ]
 
 TEST = [
     "pytest==9.2.0",
     "hypothesis==6.170.15",
     "gcp-storage-emulator==2026.7.19",
+    # Drives Debian's Chromium (scripts/test.sh installs it) to load report.html; its
+    # own browser download is never used.
+    "playwright==1.65.2",
 ]
 
 setuptools.setup(

@@ -20,10 +20,12 @@ from transforms import read as read_lib
 from transforms import write as write_lib
 from transforms.density import AttachDensity, BuildSketch, EmbedDocuments
 from transforms.inference import error_field
+from transforms.report_stats import ReportStatistics
 from transforms.score import ScoreAskLLM, ScorePerplexity
 from transforms.score_cache import CacheSpec
 from transforms.select import SelectTopK
-from transforms.write import HEAD_FILE, HEAD_FIT_FILE, SKETCH_FILE, WriteOutputs
+from transforms.write import (HEAD_FILE, HEAD_FIT_FILE, REPORT_DATA_FILE, SKETCH_FILE,
+                              WriteOutputs)
 
 
 def score_names(job: JobConfig) -> List[str]:
@@ -115,12 +117,35 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
              | "WriteOutputs" >> WriteOutputs(staging, scores_format=job.scores_format,
                                               score_names=score_names(job)))
   written.extend(outputs.values())
+  if job.report:
+    written.append(_report_statistics(job, outputs["selected"], rest, read["rejected"],
+                                      staging))
   if finalize_in_pipeline:
+    from beam_pipelines import report  # matplotlib, only where the report is drawn
     p | "Finalize" >> write_lib.FinalizeOutput(
         job.output, staging, write_lib.OUTPUT_NAMES, written,
         run_metrics.PipelineSummary(job, caches),
         side_inputs=(total, run_metrics.rejected_by_reason(read["rejected"]),
-                     beam.pvalue.AsSingleton(selection["plan"])))
+                     beam.pvalue.AsSingleton(selection["plan"])),
+        before_move=report.ReportWriter(job, caches) if job.report else None)
+
+
+def report_score_names(job: JobConfig) -> List[str]:
+  """The numeric scores the report summarises (not the `*_error` texts)."""
+  return [n for n in score_names(job) if not n.endswith("_error")]
+
+
+def _report_statistics(job: JobConfig, selected, rest, rejected, staging: str):
+  """report.json: the statistics report.html is drawn from (transforms/report_stats.py)."""
+  outcomes = ((selected, rest | "NotSelectedOutcome" >> beam.Map(lambda d: (d, None)))
+              | "Outcomes" >> beam.Flatten())
+  stats = ({"outcomes": outcomes, "rejected": rejected}
+           | "ReportStatistics" >> ReportStatistics(
+               report_score_names(job), job.seed, job.sampler.key(job.seed),
+               job.sampler.ranked_by, job.sampler.higher_is_better))
+  path = FileSystems.join(staging, REPORT_DATA_FILE)
+  return stats | "WriteReportData" >> beam.Map(
+      lambda s: write_lib.write_json_atomic(path, s))
 
 
 def _quality_head(p, job: JobConfig, docs, staging: str, written: list):

@@ -178,11 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "gs:// outputs (about 5x smaller at scale, typed columns), jsonl "
                        "for local ones (readable with any tool). Default: auto.")
 
-  lg = p.add_argument_group("progress")
+  lg = p.add_argument_group("progress and report")
   lg.add_argument("--progress_interval", type=_positive_float, default=30.0,
                   help="Seconds between progress lines while a model stage runs (model "
                        "loading included): documents done of those queued, docs/s over "
                        "the last interval and overall, time left. Default: 30.")
+  lg.add_argument("--report", **{**_FLAG, "default": True},
+                  help="Write OUTPUT/report.html (one self-contained page: the run, the "
+                       "funnel, score histograms and percentiles, kept share per input "
+                       "file, examples) and report.json (its statistics, computed in the "
+                       "pipeline with combiners). Default: true.")
+  lg.add_argument("--verbose", **_FLAG,
+                  help="Show third-party progress bars and start-up messages (model "
+                       "loading, TensorFlow, Beam's INFO log) that a run hides by default.")
 
   ca = p.add_argument_group("score cache (score once, select many)")
   ca.add_argument("--cache", default=None,
@@ -581,6 +589,7 @@ class JobConfig:
   cache_flush_seconds: float = score_cache.DEFAULT_FLUSH_SECONDS
   scores_format: str = "jsonl"         # jsonl | parquet (auto resolved)
   progress_interval: float = 30.0
+  report: bool = True
   # The options as given (for metrics.json and the launch log).
   options: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -607,7 +616,7 @@ class JobConfig:
         cache=cache_dir(args.cache, args.output), cache_flush_docs=args.cache_flush_docs,
         cache_flush_seconds=args.cache_flush_seconds,
         scores_format=scores_format(args.scores_format, args.output),
-        progress_interval=args.progress_interval,
+        progress_interval=args.progress_interval, report=args.report,
         options=dict(vars(args)))
 
   @property

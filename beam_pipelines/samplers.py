@@ -57,19 +57,24 @@ class Sampler:
     key: seed -> the final selection's sort key (a function of a Document).
     pool_key: when set, a quality pool of --quality_pool_factor x k documents is taken
       first by this key, and the final key selects inside it.
+    ranked_by: the score the final selection ranks by (None for a draw), and whether
+      higher is better: the report marks its cutoff.
   """
   name: str
   help: str
   needs: Tuple[str, ...]
   key: Callable[[int], Callable]
   pool_key: Optional[Callable] = None
+  ranked_by: Optional[str] = None
+  higher_is_better: bool = True
 
   def uses(self, stage: str) -> bool:
     return stage in self.needs
 
 
 _TABLE = (
-    Sampler("ask_llm", "top-k by Ask-LLM score", (ASK_LLM,), lambda seed: ask_llm_key),
+    Sampler("ask_llm", "top-k by Ask-LLM score", (ASK_LLM,), lambda seed: ask_llm_key,
+            ranked_by="ask_llm_score"),
     Sampler("density", "draw k without replacement with probability proportional to "
             "1/density (coverage)", (EMBEDDINGS, DENSITY), density_sampling_key),
     Sampler("random", "uniform draw", (), random_key),
@@ -77,11 +82,12 @@ _TABLE = (
             "density-sample k from that pool", (ASK_LLM, EMBEDDINGS, DENSITY),
             density_sampling_key, pool_key=ask_llm_key),
     Sampler("quality_head", "top-k by the quality head's score (see below)",
-            (EMBEDDINGS, HEAD), lambda seed: quality_key),
+            (EMBEDDINGS, HEAD), lambda seed: quality_key, ranked_by="quality_score"),
     Sampler("quality_head_density", "like ask_llm_density with the head",
             (EMBEDDINGS, HEAD, DENSITY), density_sampling_key, pool_key=quality_key),
     Sampler("perplexity", "keep the lowest per-token perplexity under --scorer_model (a "
-            "causal LM)", (PERPLEXITY,), lambda seed: perplexity_key),
+            "causal LM)", (PERPLEXITY,), lambda seed: perplexity_key,
+            ranked_by="perplexity", higher_is_better=False),
 )
 SAMPLERS: Dict[str, Sampler] = {s.name: s for s in _TABLE}
 DEFAULT = "ask_llm"

@@ -18,10 +18,13 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Per-tensor progress bars of model loading (GGUF de-quantizing uses tqdm directly) are
-# noise in a job's log; tqdm reads this when it is first imported.
-os.environ.setdefault("TQDM_DISABLE", "1")
+# Quiet by default (--verbose undoes what was set here): TensorFlow's C++ log, and the
+# per-tensor progress bars of model loading (GGUF de-quantizing uses tqdm directly);
+# both are read when those libraries are first imported, after the options are parsed.
+_QUIET_ENV = {name: value for name, value in (("TF_CPP_MIN_LOG_LEVEL", "2"),
+                                              ("TQDM_DISABLE", "1"))
+              if name not in os.environ}
+os.environ.update(_QUIET_ENV)
 
 import apache_beam as beam  # noqa: E402  (after the TF logging setting)
 from apache_beam.io.filesystems import FileSystems
@@ -170,6 +173,7 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
   """Parses options, checks them, builds and runs the job; returns metrics.json's dict
   (None for a launch that does not wait, such as a Flex Template's)."""
   args, options = parse_args(argv)
+  set_verbosity(args.verbose)
   try:
     # Resolving --prompt=@gs://... reads a file: bounded like every remote check.
     prompt_file = [args.prompt[1:]] if args.prompt.startswith("@") else []
@@ -181,7 +185,8 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
   caches = check_job(job, options)
   # Imported here: the graph pulls in the model stages (torch through Beam's RunInference),
   # which --help and a refused command line do not need.
-  import_tensorflow_quietly()
+  if not args.verbose:
+    import_tensorflow_quietly()
   from beam_pipelines import run_metrics
   from beam_pipelines.graph import build_pipeline
   start = time.time()
@@ -206,13 +211,44 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
       raise UsageError(refusal) from e
     raise
   metrics = run_metrics.from_runner(result, job, staging, time.time() - start, caches)
+  report = _write_report(job, caches, staging, metrics)
   # metrics.json last, then _SUCCESS: a directory without _SUCCESS is unfinished.
   write_lib.finalize_output(job.output, staging, metrics, OUTPUT_NAMES)
   c = metrics["counts"]
-  _LOG.info("Done in %.1f s: read %d, valid %d, rejected %d, selected %d. Outputs in %s",
+  _LOG.info("Done in %.1f s: read %d, valid %d, rejected %d, selected %d. Outputs in %s%s",
             metrics["wall_time_s"], c["read"], c["valid"], c["rejected"], c["selected"],
-            job.output)
+            job.output, f"; report: {_link(job.output, report)}" if report else "")
   return metrics
+
+
+def _write_report(job: JobConfig, caches, staging: str, metrics: dict) -> Optional[str]:
+  """Draws report.html into the staged run; a failure to draw costs the report (with a
+  warning), not the run's outputs."""
+  if not job.report:
+    return None
+  from beam_pipelines import report  # matplotlib: imported only to draw
+  try:
+    report.ReportWriter(job, caches)(staging, metrics)
+  except Exception as e:  # pylint: disable=broad-except
+    _LOG.warning("report.html was not written: %s", one_line(e))
+    return None
+  return write_lib.REPORT_FILE
+
+
+def _link(output: str, name: str) -> str:
+  path = FileSystems.join(output, name)
+  return path if "://" in path else "file://" + os.path.abspath(path)
+
+
+def set_verbosity(verbose: bool) -> None:
+  """--verbose: third-party progress bars, TensorFlow's start-up lines and Beam's INFO
+  log come back (for libraries not imported yet; worker processes inherit this)."""
+  logging.getLogger("apache_beam").setLevel(logging.INFO if verbose else logging.WARNING)
+  for name, value in _QUIET_ENV.items():
+    if verbose and os.environ.get(name) == value:
+      del os.environ[name]
+    elif not verbose:
+      os.environ.setdefault(name, value)
 
 
 def import_tensorflow_quietly() -> None:
@@ -249,7 +285,7 @@ def run_estimate(job: JobConfig) -> dict:
 
 def main(argv=None):
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-  # Beam's type-hint notices and TensorFlow's start-up banner drown the progress lines.
+  # Beam's type-hint notices drown the progress lines (--verbose shows them).
   logging.getLogger("apache_beam").setLevel(logging.WARNING)
   try:
     run(argv)

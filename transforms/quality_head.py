@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 from typing import Optional
 
 import apache_beam as beam
@@ -179,6 +180,7 @@ def fit_report(pairs) -> dict:
   rho = spearmanr(y, pred).statistic if np.ptp(y) > 0 and np.ptp(pred) > 0 else float("nan")
   report = {"held_back": len(pairs),
             "auc": None if np.isnan(a) else round(a, 4),
+            "auc_95": auc_interval(a, int(labels.sum()), int((~labels).sum())),
             "spearman": None if np.isnan(rho) else round(float(rho), 4),
             "auc_definition": "teacher score above the held-back median vs the rest"}
   if len(pairs) < MIN_HELD_BACK:
@@ -186,9 +188,21 @@ def fit_report(pairs) -> dict:
   return report
 
 
+def auc_interval(a: float, positives: int, negatives: int):
+  """A 95% interval of an AUC (Hanley & McNeil 1982 standard error), clipped to [0, 1];
+  None when the AUC is undefined."""
+  if np.isnan(a) or positives < 1 or negatives < 1:
+    return None
+  q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+  var = (a * (1 - a) + (positives - 1) * (q1 - a * a)
+         + (negatives - 1) * (q2 - a * a)) / (positives * negatives)
+  half = 1.96 * math.sqrt(max(var, 0.0))
+  return [round(max(0.0, a - half), 4), round(min(1.0, a + half), 4)]
+
+
 # Below this many held-back documents an AUC says little (1.0 on 4 documents is luck):
 # the report says so instead of looking like a good fit.
-MIN_HELD_BACK = 50
+MIN_HELD_BACK = 100
 
 
 def _small_fit_warning(n: int) -> str:

@@ -27,6 +27,8 @@ REJECTED_DIR = "rejected"
 SKETCH_FILE = "sketch.npz"
 HEAD_FILE = "quality_head.npz"
 HEAD_FIT_FILE = "quality_head_fit.json"
+REPORT_FILE = "report.html"
+REPORT_DATA_FILE = "report.json"
 SCORES_FORMATS = ("jsonl", "parquet")
 # The columns of a Parquet scores/ that are not a score of the schema.
 _ROW_COLUMNS = ("id", "source", "selected", "rank")
@@ -142,20 +144,25 @@ class FinalizeOutput(beam.PTransform):
   the values of `side_inputs`) and moves the staged run into place (finalize_output)."""
 
   def __init__(self, output: str, staging: str, replaces: Sequence[str], after,
-               metrics_fn, side_inputs=()):
+               metrics_fn, side_inputs=(), before_move=None):
     super().__init__()
     self._output, self._staging, self._replaces = output, staging, tuple(replaces)
     self._after, self._metrics_fn, self._side_inputs = list(after), metrics_fn, side_inputs
+    # Called with (staging, metrics) before the move (e.g. to write report.html).
+    self._before_move = before_move
 
   def expand(self, pbegin):
     done = [pc | f"Done{i}" >> beam.combiners.Count.Globally()
             for i, pc in enumerate(self._after)]
     output, staging, replaces, metrics_fn = (self._output, self._staging, self._replaces,
                                              self._metrics_fn)
-    n_side = len(self._side_inputs)
+    n_side, before_move = len(self._side_inputs), self._before_move
 
     def finalize(_, *values):
-      finalize_output(output, staging, metrics_fn(*values[:n_side]), replaces)
+      metrics = metrics_fn(*values[:n_side])
+      if before_move is not None:
+        before_move(staging, metrics)
+      finalize_output(output, staging, metrics, replaces)
 
     return (pbegin | "Trigger" >> beam.Create([None])
             | "MoveIntoPlace" >> beam.Map(
@@ -221,7 +228,7 @@ SUCCESS_FILE = "_SUCCESS"
 METRICS_FILE = "metrics.json"
 # Everything a run writes at the top of --output; a successful rerun replaces these.
 OUTPUT_NAMES = (SELECTED_DIR, SCORES_DIR, REJECTED_DIR, METRICS_FILE, SKETCH_FILE,
-                HEAD_FILE, HEAD_FIT_FILE)
+                HEAD_FILE, HEAD_FIT_FILE, REPORT_FILE, REPORT_DATA_FILE)
 _MANIFEST = "_manifest.json"
 
 

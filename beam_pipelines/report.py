@@ -1,0 +1,454 @@
+"""report.html: one self-contained page on what a run kept and why.
+
+Drawn at the end of a run from metrics.json (the counts) and report.json (the statistics
+the pipeline computed with combiners, transforms/report_stats.py): nothing here reads
+the documents, so drawing costs the same for 40 documents or a billion. Charts are
+inline SVG from matplotlib; the page loads nothing (no scripts, fonts or images from
+anywhere), so it opens offline and from a bucket.
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import io
+import json
+import logging
+import math
+import platform
+import re
+import time
+from importlib import metadata
+from typing import Any, Dict, List, Optional, Sequence
+
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipelines.options import JobConfig
+from transforms import write as write_lib
+
+_LOG = logging.getLogger(__name__)
+_PERCENTILES = ("p1", "p10", "p50", "p90", "p99")
+_LOW_HELD_BACK = 100  # below this many held-back documents the head's AUC is flagged
+# Counts that a stage's documents/s is computed from (stage clock name -> count name).
+_STAGE_COUNTS = {"read": "read", "scored": "scored", "perplexity": "perplexity",
+                 "embedded": "embedded", "quality_head": "valid", "density": "valid",
+                 "rank": "valid", "write_selected": "selected"}
+# The model namespace of a model stage's clock (its documents inferred are counted there).
+_STAGE_MODELS = {"scored": "ask_llm", "perplexity": "perplexity", "embedded": "embeddings"}
+_DESCRIPTIONS = {
+    "chars": "document length in characters",
+    "ask_llm_score": "the Ask-LLM score the sampler ranks by",
+    "p_yes": "P(yes) at the scorer's first answer position",
+    "p_no": "P(no) at the scorer's first answer position",
+    "perplexity": "per-token perplexity under the scorer (lower is more fluent)",
+    "mean_nll": "mean negative log-likelihood per token",
+    "quality_score": "the quality head's score (ridge on the embeddings)",
+    "density": "the kernel density of the document's embedding (LSH sketch): high = many "
+               "near neighbours",
+    "sampling_weight": "the inclusion weight 1/density: how strongly a document is "
+                       "favoured by the draw",
+}
+_VERSIONED = ("askllm-density-select", "apache-beam", "torch", "transformers", "numpy",
+              "tensorflow")
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;
+max-width:1100px;color:#1b1f24;line-height:1.4;padding:0 16px}
+h1{font-size:1.6em}h2{margin-top:1.8em;border-bottom:1px solid #d0d7de;padding-bottom:4px}
+table{border-collapse:collapse;margin:8px 0;font-size:.92em}
+td,th{border:1px solid #d0d7de;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#f6f8fa}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.warn{background:#fff8c5;border:1px solid #d4a72c;padding:8px 12px;margin:8px 0}
+.muted{color:#57606a}.chart{margin:8px 0}.excerpt{max-width:620px;font-size:.9em}
+pre{white-space:pre-wrap;background:#f6f8fa;padding:8px;max-height:260px;overflow:auto}
+.grid{display:flex;flex-wrap:wrap;gap:12px}.grid>div{flex:1 1 480px}
+"""
+
+
+def _esc(value) -> str:
+  return html.escape(str(value), quote=True)
+
+
+def _num(value, digits: int = 4) -> str:
+  if value is None:
+    return "–"
+  if isinstance(value, bool):
+    return str(value)
+  if isinstance(value, int):
+    return f"{value:,}"
+  if isinstance(value, float):
+    if not math.isfinite(value):
+      return str(value)
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+      return f"{value:.{digits - 1}e}"
+    return f"{value:,.{digits}g}" if abs(value) >= 1 else f"{value:.{digits}g}"
+  return _esc(value)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric=()) -> str:
+  head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+  body = []
+  for row in rows:
+    cells = []
+    for i, cell in enumerate(row):
+      if i in numeric:
+        cells.append(f'<td class="n">{_num(cell)}</td>')
+      else:
+        cells.append(f"<td>{cell}</td>")
+    body.append("<tr>" + "".join(cells) + "</tr>")
+  return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+# --- charts --------------------------------------------------------------------------------
+
+def _pyplot():
+  import matplotlib
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+  # Text as <text> (no glyph outlines), and ids that are the same on every run.
+  matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "report",
+                              "font.size": 9, "axes.spines.top": False,
+                              "axes.spines.right": False})
+  return plt
+
+
+def _svg(fig, name: str) -> str:
+  plt = _pyplot()
+  buf = io.StringIO()
+  fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+  plt.close(fig)
+  svg = buf.getvalue()
+  svg = svg[svg.index("<svg"):]  # no XML prolog or DOCTYPE inside HTML
+  # The RDF metadata block names its vocabularies by URL: not needed in a page.
+  svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
+  return f'<div class="chart" data-chart="{_esc(name)}">{svg}</div>'
+
+
+def _histogram_chart(name: str, entry: dict, cutoff: Optional[float]) -> str:
+  plt = _pyplot()
+  hist = entry["histogram"]
+  edges = hist["edges"]
+  fig, ax = plt.subplots(figsize=(5.2, 2.6))
+  widths = [b - a for a, b in zip(edges[:-1], edges[1:])]
+  ax.bar(edges[:-1], hist["all"], width=widths, align="edge", color="#afb8c1",
+         label="all documents")
+  ax.bar(edges[:-1], hist["selected"], width=widths, align="edge", color="#0969da",
+         label="selected")
+  if hist["log"]:
+    ax.set_xscale("log")
+  if cutoff is not None:
+    ax.axvline(cutoff, color="#cf222e", linestyle="--", linewidth=1.2,
+               label=f"cutoff {_num(cutoff)}")
+  ax.set_xlabel(name)
+  ax.set_ylabel("documents")
+  ax.legend(frameon=False, fontsize=8)
+  return _svg(fig, f"histogram:{name}")
+
+
+def _scatter_chart(name: str, columns: List[str], points: List[list],
+                   log_x: bool) -> Optional[str]:
+  j = columns.index(name)
+  pts = [(p[0], p[j], bool(p[1])) for p in points if p[j] is not None and p[0]]
+  if not pts:
+    return None
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(5.2, 2.6))
+  for kept, color, label in ((False, "#afb8c1", "not selected"),
+                             (True, "#0969da", "selected")):
+    xs = [x for x, _, k in pts if k == kept]
+    ys = [y for _, y, k in pts if k == kept]
+    if xs:
+      ax.scatter(xs, ys, s=6, color=color, label=label, alpha=0.7, linewidths=0)
+  if log_x:
+    ax.set_xscale("log")
+  ax.set_xlabel("characters")
+  ax.set_ylabel(name)
+  ax.legend(frameon=False, fontsize=8)
+  return _svg(fig, f"scatter:{name}")
+
+
+def _bar_chart(name: str, labels: List[str], values: List[float], xlabel: str,
+               color="#0969da") -> str:
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(7.5, 0.28 * len(labels) + 0.8))
+  ax.barh(range(len(labels)), values, color=color)
+  ax.set_yticks(range(len(labels)), labels, fontsize=8)
+  ax.invert_yaxis()
+  ax.set_xlabel(xlabel)
+  return _svg(fig, name)
+
+
+# --- sections ------------------------------------------------------------------------------
+
+def _versions() -> Dict[str, str]:
+  out = {"python": platform.python_version()}
+  for dist in _VERSIONED:
+    try:
+      out[dist] = metadata.version(dist)
+    except metadata.PackageNotFoundError:
+      pass
+  return out
+
+
+def _run_card(job: JobConfig, metrics: dict, model_ids: Dict[str, Any]) -> str:
+  counts = metrics["counts"]
+  keep = (f"--keep_count={job.keep_count}" if job.keep_count is not None
+          else f"--keep_fraction={job.keep_fraction}")
+  rows = [("sampler", f"<b>{_esc(job.sampler.name)}</b>: {_esc(job.sampler.help)}"),
+          ("keep", f"{_esc(keep)} → k = {counts.get('selected', 0):,} of "
+                   f"{counts.get('valid', 0):,} valid documents"),
+          ("seed", _esc(job.seed)),
+          ("input", "<br>".join(_esc(p) for p in job.patterns)),
+          ("output", _esc(job.output))]
+  for role, name in metrics.get("models", {}).items():
+    identity = model_ids.get(role)
+    rows.append((f"{role} model", _esc(name) + (
+        f'<br><span class="muted">{_esc(json.dumps(identity, sort_keys=True)[:400])}</span>'
+        if identity else "")))
+  ask = metrics.get("ask_llm")
+  if ask:
+    digest = hashlib.sha256(ask["prompt"].encode("utf-8")).hexdigest()[:16]
+    rows.append(("prompt", f"sha256 {digest}; chat template "
+                           f"{_esc(ask.get('chat_template_used', ask['chat_template']))}; "
+                           f"score {_esc(ask['score'])}<pre>{_esc(ask['prompt'])}</pre>"))
+  rows.append(("versions", _esc(", ".join(f"{k} {v}" for k, v in _versions().items()))))
+  if "wall_time_s" in metrics:
+    rows.append(("wall time", f"{metrics['wall_time_s']:.1f} s"))
+  card = _table(("", ""), rows)
+  stage_times = metrics.get("stage_wall_time_s") or {}
+  if stage_times:
+    stage_rows = []
+    for stage, seconds in sorted(stage_times.items(), key=lambda kv: -kv[1]):
+      n = _stage_documents(stage, counts)
+      rate = n / seconds if n and seconds > 0 else None
+      stage_rows.append((_esc(stage), seconds, n, rate))
+    card += ("<p class='muted'>Per stage: from its first to its last document in any "
+             "worker (stages overlap).</p>"
+             + _table(("stage", "wall time (s)", "documents", "documents/s"), stage_rows,
+                      numeric=(1, 2, 3)))
+  return "<h2 id='run'>Run</h2>" + card
+
+
+def _stage_documents(stage: str, counts: dict) -> Optional[int]:
+  key = _STAGE_COUNTS.get(stage)
+  if key is None:
+    return None
+  model = _STAGE_MODELS.get(stage)
+  if model in counts.get("inferred", {}):
+    return counts["inferred"][model]  # what the model actually ran on, not the cached
+  value = counts.get(key)
+  return value if isinstance(value, int) else None
+
+
+def _funnel(metrics: dict, stats: Optional[dict]) -> str:
+  counts = metrics["counts"]
+  rows = [("read", counts.get("read", 0))]
+  for reason, n in sorted(counts.get("rejected_by_reason", {}).items()):
+    rows.append((f"&nbsp;&nbsp;rejected: {_esc(reason)}", n))
+  rows.append(("valid", counts.get("valid", 0)))
+  for stage in sorted(counts.get("from_cache", {})):
+    cached, inferred = counts["from_cache"][stage], counts.get("inferred", {}).get(stage, 0)
+    rows.append((f"&nbsp;&nbsp;{_esc(stage)}: scores from the cache / by the model",
+                 f"{cached:,} / {inferred:,}"))
+  for stage, n in counts.get("scoring_failed", {}).items():
+    rows.append((f"&nbsp;&nbsp;{_esc(stage)}: model failed (ranked last)", n))
+  if "quality_pool" in counts:
+    rows.append(("quality pool", counts["quality_pool"]))
+  rows.append(("<b>selected</b>", counts.get("selected", 0)))
+  if stats:
+    chars = stats["chars"]
+    share = chars["selected"] / chars["all"] if chars["all"] else 0.0
+    rows.append(("characters: selected / all",
+                 f"{chars['selected']:,} / {chars['all']:,} ({share:.1%})"))
+  table = _table(("step", "documents"),
+                 [(label, _num(n) if isinstance(n, int) else n) for label, n in rows])
+  labels = ["read", "valid"] + (["quality pool"] if "quality_pool" in counts else []) + [
+      "selected"]
+  values = [counts.get("read", 0), counts.get("valid", 0)] + (
+      [counts["quality_pool"]] if "quality_pool" in counts else []) + [
+          counts.get("selected", 0)]
+  chart = _bar_chart("funnel", labels, values, "documents")
+  out = "<h2 id='funnel'>Funnel</h2>" + f"<div class='grid'><div>{table}</div>" \
+        f"<div>{chart}</div></div>"
+  if not counts.get("accounted", True):
+    out += "<div class='warn'>read ≠ valid + rejected: some records are unaccounted for.</div>"
+  examples = (stats or {}).get("rejected_examples") or {}
+  if examples:
+    rows = []
+    for reason, items in examples.items():
+      for item in items:
+        rows.append((_esc(reason), _esc(item["source"]),
+                     f"<div class='excerpt'>{_esc(item['excerpt'])}</div>",
+                     _esc(item.get("detail", ""))))
+    out += ("<h3>Rejected records (a few per reason; all are in rejected/)</h3>"
+            + _table(("reason", "source", "excerpt", "detail"), rows))
+  return out
+
+
+def _scores(stats: dict) -> str:
+  parts = ["<h2 id='scores'>Scores</h2>",
+           "<p class='muted'>Every document (grey) against the selected ones (blue); "
+           "percentiles of the selected (kept) and the others (dropped). Lengths and "
+           "scores are binned in the pipeline, over all documents.</p>"]
+  ranked_by = stats.get("ranked_by")
+  # The score the sampler ranks by first, then the others as the job lists them, length last.
+  order = sorted(stats["scores"], key=lambda n: (
+      n != ranked_by, n == "chars",
+      stats["score_names"].index(n) if n in stats["score_names"] else 0))
+  chars_log = stats["scores"].get("chars", {}).get("histogram", {}).get("log", False)
+  for name in order:
+    entry = stats["scores"][name]
+    cutoff = stats.get("cutoff") if name == ranked_by else None
+    rows = []
+    for part in ("kept", "dropped"):
+      pct = entry["percentiles"].get(part)
+      if pct:
+        rows.append([part, entry["min"][part]] + [pct[p] for p in _PERCENTILES]
+                    + [entry["max"][part]])
+    table = _table(["", "min"] + list(_PERCENTILES) + ["max"], rows,
+                   numeric=range(1, len(_PERCENTILES) + 3))
+    note = _DESCRIPTIONS.get(name, "")
+    if cutoff is not None:
+      direction = "at least" if stats.get("higher_is_better", True) else "at most"
+      note += f"; the sampler kept every document with {name} {direction} {_num(cutoff)}"
+    scatter = (_scatter_chart(name, stats["scatter"]["columns"], stats["scatter"]["points"],
+                              chars_log) if name != "chars" else "")
+    parts.append(f"<h3 id='score-{_esc(name)}'>{_esc(name)}</h3><p class='muted'>"
+                 f"{_esc(note)}</p><div class='grid'><div>"
+                 f"{_histogram_chart(name, entry, cutoff)}</div>"
+                 f"<div>{scatter or ''}</div></div>{table}")
+  n = len(stats["scatter"]["points"])
+  parts.append(f"<p class='muted'>Scatter plots: {n:,} documents chosen by a hash of "
+               "(seed, id), the same on every run.</p>")
+  return "".join(parts)
+
+
+def _files(stats: dict) -> str:
+  files = stats["files"]
+  if not files:
+    return ""
+  labels = [_short(f["file"]) for f in files]
+  shares = [f["selected"] / f["documents"] if f["documents"] else 0.0 for f in files]
+  chart = _bar_chart("files", labels, [100 * s for s in shares], "% of the file selected")
+  rows = [(_esc(f["file"]), f["documents"], f["selected"], f"{s:.1%}")
+          for f, s in zip(files, shares)]
+  more = stats["file_count"] - len(files)
+  return ("<h2 id='files'>Selected share per input file</h2>"
+          + (f"<p class='muted'>The {len(files)} largest of {stats['file_count']:,} "
+             "files.</p>" if more > 0 else "")
+          + chart + _table(("file", "documents", "selected", "share"), rows,
+                           numeric=(1, 2)))
+
+
+def _short(path: str, width: int = 48) -> str:
+  return path if len(path) <= width else "…" + path[-(width - 1):]
+
+
+def _examples(stats: dict) -> str:
+  names = stats["score_names"]
+  groups = (("top", "The top selected documents"),
+            ("last_selected", "The last selected (at the cutoff)"),
+            ("first_not_selected", "The first not selected (just past the cutoff)"),
+            ("bottom", "At the bottom of the sampler's order"))
+  if not stats.get("ranked_by"):
+    groups = (("top", "The first drawn"), ("last_selected", "The last drawn"),
+              ("first_not_selected", "The next in draw order (not selected)"),
+              ("bottom", "The last in draw order"))
+  out = ["<h2 id='examples'>Examples</h2>"]
+  for key, title in groups:
+    items = stats["examples"].get(key) or []
+    if key in ("last_selected",):
+      items = sorted(items, key=lambda e: e["rank"])
+    if not items:
+      continue
+    rows = []
+    for e in items:
+      scores = ", ".join(f"{n}={_num(e['scores'][n])}" for n in names if n in e["scores"])
+      rows.append(("–" if e["rank"] is None else e["rank"], _esc(e["id"][:24]),
+                   f"<div class='excerpt'>{_esc(e['excerpt'])}</div>", _esc(scores)))
+    out.append(f"<h3>{title}</h3>" + _table(("rank", "id", "excerpt", "scores"), rows))
+  return "".join(out)
+
+
+def _quality_head(metrics: dict) -> str:
+  head = metrics.get("quality_head")
+  if not head:
+    return ""
+  fit = head.get("fit_on_held_back", {})
+  n = fit.get("held_back", 0)
+  rows = [("teacher documents", head.get("teacher_documents")), ("held back", n),
+          ("AUC", fit.get("auc")), ("AUC 95% interval", _interval(fit.get("auc_95"))),
+          ("Spearman", fit.get("spearman"))]
+  warn = ""
+  if n < _LOW_HELD_BACK:
+    warn = (f"<div class='warn'><b>Only {n} held-back documents</b>: the AUC above is not "
+            f"reliable below {_LOW_HELD_BACK}. Give the head more teacher documents (a "
+            "larger --teacher_fraction, or more records with --teacher_field).</div>")
+  return ("<h2 id='quality-head'>Quality head</h2>"
+          f"<p class='muted'>{_esc(fit.get('auc_definition', ''))}</p>" + warn
+          + _table(("", ""), [(k, _num(v) if not isinstance(v, str) else v)
+                              for k, v in rows]))
+
+
+def _interval(pair) -> str:
+  return f"{_num(pair[0])} – {_num(pair[1])}" if pair else "–"
+
+
+def _density(metrics: dict) -> str:
+  sketch = metrics.get("sketch")
+  if not sketch:
+    return ""
+  rows = [(k, _esc(v)) for k, v in sorted(sketch.items())]
+  return ("<h2 id='density'>Density sketch</h2><p class='muted'>The histograms of "
+          "<a href='#score-density'>density</a> and <a href='#score-sampling_weight'>"
+          "sampling_weight</a> (1/density, the inclusion weight of the draw) are under "
+          "Scores.</p>" + _table(("parameter", "value"), rows))
+
+
+def render(job: JobConfig, metrics: dict, stats: Optional[dict],
+           model_ids: Optional[Dict[str, Any]] = None) -> str:
+  """The report page. `stats` is report.json (None when the run wrote none)."""
+  body = [f"<h1>Data selection report</h1><p class='muted'>{_esc(job.output)} · written "
+          f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} · details in "
+          "metrics.json, every score in scores/</p>",
+          "<p><a href='#run'>Run</a> · <a href='#funnel'>Funnel</a> · <a href='#scores'>"
+          "Scores</a> · <a href='#files'>Files</a> · <a href='#examples'>Examples</a></p>",
+          _run_card(job, metrics, model_ids or {}), _funnel(metrics, stats)]
+  if stats and stats["documents"]:
+    body += [_scores(stats), _files(stats), _examples(stats)]
+  else:
+    body.append("<p>No valid documents: nothing was scored or selected.</p>")
+  body += [_quality_head(metrics), _density(metrics)]
+  if "note" in metrics:
+    body.append(f"<p class='muted'>{_esc(metrics['note'])}</p>")
+  return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+          "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+          f"<title>Data selection report: {_esc(job.output)}</title><style>{_CSS}</style>"
+          "</head><body>" + "".join(body) + "</body></html>")
+
+
+def model_identities(caches: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+  """{scorer|embedding: the model's content identity} from the score cache specs."""
+  out = {}
+  for ns, spec in (caches or {}).items():
+    role = "embedding" if ns == "embeddings" else "scorer"
+    out.setdefault(role, spec.settings.get("model"))
+  return out
+
+
+class ReportWriter:
+  """Writes report.html into a staged run from its report.json and metrics (called by
+  the launcher after the run, or by the pipeline's last step)."""
+
+  def __init__(self, job: JobConfig, caches: Optional[Dict[str, Any]] = None):
+    self._job = job
+    self._ids = model_identities(caches)
+
+  def __call__(self, staging: str, metrics: dict) -> str:
+    data_path = FileSystems.join(staging, write_lib.REPORT_DATA_FILE)
+    stats = None
+    if FileSystems.exists(data_path):
+      with FileSystems.open(data_path) as f:
+        stats = json.loads(f.read().decode("utf-8"))
+    page = render(self._job, metrics, stats, self._ids)
+    path = FileSystems.join(staging, write_lib.REPORT_FILE)
+    write_lib.write_bytes_atomic(path, page.encode("utf-8"))
+    return path

@@ -1,0 +1,419 @@
+"""The statistics behind report.html, computed in the pipeline with combiners.
+
+Nothing here gathers the corpus in one process, so the report costs little at a billion
+documents:
+- one DoFn pass summarises each bundle (counts per input file, characters, exact min/max,
+  and small bounded candidate lists: the scatter sample, the examples) and hands the
+  score values on as compact numpy columns;
+- percentiles come from Beam's ApproximateQuantiles over those columns, and the
+  fixed-bin histograms from a second pass over the columns (not the documents) whose bin
+  edges are the exact range found by the first;
+- bounded lists are merged by a CombineFn that keeps the best few by a deterministic key
+  (a hash of (seed, id), a rank, or the sampler's own sort key), never by a random draw.
+
+The result is one JSON-able dict (report.json; beam_pipelines/report.py draws it).
+"""
+from __future__ import annotations
+
+import heapq
+import math
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms.records import Document, Rejected, safe_str
+from transforms.sampling import uniform_from_id
+
+# Document length in characters, reported like a score.
+CHARS = "chars"
+PERCENTILES = (1, 10, 50, 90, 99)
+HISTOGRAM_BINS = 40
+SCATTER_POINTS = 1000
+EXAMPLES = 5
+REJECTED_EXAMPLES = 3
+TOP_FILES = 20
+EXCERPT_CHARS = 300
+# Columns are handed on in chunks of this many documents (bounds a bundle's memory).
+_CHUNK = 10_000
+# Log-spaced bins for a score of at least 1 that spans more than this factor (lengths,
+# perplexity, densities); probabilities and other scores keep linear bins.
+_LOG_SPAN = 100.0
+KEPT, DROPPED = "kept", "dropped"
+
+
+def input_file(source: str) -> str:
+  """The file of a record's source ("path:line", "path:#record", "path:after#record")."""
+  return source.rsplit(":", 1)[0]
+
+
+def _finite(value) -> Optional[float]:
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    return None
+  value = float(value)
+  return value if math.isfinite(value) else None
+
+
+def _example(doc: Document, rank: Optional[int], names: Sequence[str]) -> Dict[str, Any]:
+  return {"id": safe_str(doc.id), "source": safe_str(doc.source), "rank": rank,
+          "chars": len(doc.text), "excerpt": safe_str(doc.text[:EXCERPT_CHARS]),
+          "scores": {n: _finite(doc.scores.get(n)) for n in names
+                     if doc.scores.get(n) is not None}}
+
+
+class _Descending:
+  """Reverses the order of a key of any comparable type (tuples of floats and strings)."""
+  __slots__ = ("key",)
+
+  def __init__(self, key):
+    self.key = key
+
+  def __lt__(self, other):
+    return other.key < self.key
+
+  def __eq__(self, other):
+    return self.key == other.key
+
+  def __reduce__(self):
+    return (_Descending, (self.key,))
+
+
+class _Bounded:
+  """The n smallest (key, item) pairs seen. Keys are unique (they end with the id and
+  source), so ties never compare items; an item may be a function that builds it, called
+  only for the few that are kept (Summary.materialize)."""
+
+  def __init__(self, n: int):
+    self.n = n
+    self.heap: List[Tuple[_Descending, Any]] = []  # a max-heap of the kept keys
+
+  def add(self, key, item) -> None:
+    if len(self.heap) < self.n:
+      heapq.heappush(self.heap, (_Descending(key), item))
+    elif key < self.heap[0][0].key:
+      heapq.heapreplace(self.heap, (_Descending(key), item))
+
+  def items(self) -> List[Tuple[Any, Any]]:
+    return sorted(((d.key, item) for d, item in self.heap), key=lambda kv: kv[0])
+
+
+# The bounded lists of a Summary and their sizes.
+_LISTS = {"scatter": SCATTER_POINTS, "top": EXAMPLES, "last_selected": EXAMPLES,
+          "first_not_selected": EXAMPLES, "bottom": EXAMPLES}
+
+
+class Summary:
+  """A mergeable summary of (Document, rank) outcomes: what the per-bundle DoFn builds
+  and the global CombineFn merges. `columns` are CHARS then the score names."""
+
+  def __init__(self, names: Sequence[str]):
+    self.names = list(names)
+    self.documents = 0
+    self.selected = 0
+    self.chars = [0, 0]                             # all, selected
+    self.files: Dict[str, List[int]] = {}           # file -> [documents, selected]
+    self.low: Dict[Tuple[str, str], float] = {}     # (column, kept|dropped) -> min
+    self.high: Dict[Tuple[str, str], float] = {}
+    self.lists = {name: _Bounded(n) for name, n in _LISTS.items()}
+
+  @property
+  def columns(self) -> List[str]:
+    return [CHARS] + self.names
+
+  def add(self, doc: Document, rank: Optional[int], values: Sequence[Optional[float]],
+          seed: int, sort_key: Callable) -> None:
+    """`values`: the document's columns (length, then each score or None)."""
+    kept = rank is not None
+    part = KEPT if kept else DROPPED
+    self.documents += 1
+    self.selected += kept
+    self.chars[0] += len(doc.text)
+    self.chars[1] += len(doc.text) if kept else 0
+    counts = self.files.setdefault(input_file(doc.source), [0, 0])
+    counts[0] += 1
+    counts[1] += kept
+    for name, value in zip(self.columns, values):
+      if value is None:
+        continue
+      key = (name, part)
+      if value < self.low.get(key, math.inf):
+        self.low[key] = value
+      if value > self.high.get(key, -math.inf):
+        self.high[key] = value
+    names, lists = self.names, self.lists
+    example = lambda: _example(doc, rank, names)  # noqa: E731  (built only if kept)
+    lists["scatter"].add((uniform_from_id(seed, "report\x00" + doc.id), doc.id, doc.source),
+                         [values[0], kept] + list(values[1:]))
+    order = sort_key(doc)
+    if kept:
+      lists["top"].add((rank,), example)
+      lists["last_selected"].add(_Descending((rank,)), example)
+    else:
+      lists["first_not_selected"].add(order, example)
+    lists["bottom"].add(_Descending(order), example)
+
+  def materialize(self) -> "Summary":
+    for bounded in self.lists.values():
+      bounded.heap = [(k, item() if callable(item) else item) for k, item in bounded.heap]
+    return self
+
+  def merge(self, other: "Summary") -> "Summary":
+    self.documents += other.documents
+    self.selected += other.selected
+    self.chars = [a + b for a, b in zip(self.chars, other.chars)]
+    for f, (n, k) in other.files.items():
+      counts = self.files.setdefault(f, [0, 0])
+      counts[0] += n
+      counts[1] += k
+    for key, v in other.low.items():
+      self.low[key] = min(v, self.low.get(key, v))
+    for key, v in other.high.items():
+      self.high[key] = max(v, self.high.get(key, v))
+    for name, bounded in other.lists.items():
+      for key, item in bounded.items():
+        self.lists[name].add(key, item)
+    return self
+
+  def __getstate__(self):
+    # The deferred examples are closures: built before the summary leaves the process.
+    self.materialize()
+    return self.__dict__
+
+
+class _SummarizeBundle(beam.DoFn):
+  """Summarises a bundle of (Document, rank) outcomes; main output: one Summary per
+  bundle; output `columns`: float64 arrays [selected, chars, score...] of _CHUNK rows."""
+
+  def __init__(self, names: Sequence[str], seed: int, sort_key: Callable):
+    self._names = list(names)
+    self._seed = seed
+    self._sort_key = sort_key
+
+  def start_bundle(self):
+    self._summary = Summary(self._names)
+    self._rows: List[List[float]] = []
+
+  def process(self, outcome):
+    doc, rank = outcome
+    values = [float(len(doc.text))] + [_finite(doc.scores.get(n)) for n in self._names]
+    self._summary.add(doc, rank, values, self._seed, self._sort_key)
+    self._rows.append([1.0 if rank is not None else 0.0]
+                      + [np.nan if v is None else v for v in values])
+    if len(self._rows) >= _CHUNK:
+      yield beam.pvalue.TaggedOutput("columns", self._flush())
+
+  def _flush(self) -> np.ndarray:
+    rows = np.asarray(self._rows, dtype=np.float64).reshape(len(self._rows),
+                                                           2 + len(self._names))
+    self._rows = []
+    return rows
+
+  def finish_bundle(self):
+    if self._rows:
+      yield beam.pvalue.TaggedOutput("columns", WindowedValue(
+          self._flush(), GlobalWindow().max_timestamp(), [GlobalWindow()]))
+    if self._summary.documents:
+      yield WindowedValue(self._summary.materialize(), GlobalWindow().max_timestamp(),
+                          [GlobalWindow()])
+
+
+class _MergeSummaries(beam.CombineFn):
+
+  def __init__(self, names: Sequence[str]):
+    self._names = list(names)
+
+  def create_accumulator(self):
+    return Summary(self._names)
+
+  def add_input(self, acc, summary):
+    return acc.merge(summary)
+
+  def merge_accumulators(self, accs):
+    accs = list(accs)
+    first = accs[0]
+    for acc in accs[1:]:
+      first.merge(acc)
+    return first
+
+  def extract_output(self, acc):
+    return acc.materialize()
+
+
+def _column_values(chunk: np.ndarray, names: Sequence[str]):
+  """((name, kept|dropped), finite values) batches for ApproximateQuantiles."""
+  kept = chunk[:, 0] > 0
+  for j, name in enumerate([CHARS] + list(names)):
+    col = chunk[:, 1 + j]
+    for part, mask in ((KEPT, kept), (DROPPED, ~kept)):
+      values = col[mask & np.isfinite(col)]
+      if values.size:
+        yield (name, part), values.tolist()
+
+
+def histogram_edges(low: float, high: float, bins: int = HISTOGRAM_BINS
+                    ) -> Tuple[List[float], bool]:
+  """(edges, log): fixed bins over [low, high], log-spaced for a range from at least 1
+  wider than _LOG_SPAN; a single value gets one bin around it."""
+  if not (math.isfinite(low) and math.isfinite(high)):
+    raise ValueError(f"histogram range must be finite, got [{low}, {high}]")
+  if high <= low:
+    pad = abs(low) * 0.01 or 0.5
+    return [low - pad, low + pad], False
+  if low >= 1 and high / low > _LOG_SPAN:
+    return np.geomspace(low, high, bins + 1).tolist(), True
+  return np.linspace(low, high, bins + 1).tolist(), False
+
+
+def _ranges(summary: Summary, names: Sequence[str]) -> Dict[str, Tuple[List[float], bool]]:
+  out = {}
+  for name in [CHARS] + list(names):
+    lows = [summary.low[(name, p)] for p in (KEPT, DROPPED) if (name, p) in summary.low]
+    highs = [summary.high[(name, p)] for p in (KEPT, DROPPED) if (name, p) in summary.high]
+    if lows:
+      out[name] = histogram_edges(min(lows), max(highs))
+  return out
+
+
+class _Histograms(beam.DoFn):
+  """Counts a chunk into each name's fixed bins: {name: (all counts, selected counts)}."""
+
+  def __init__(self, names: Sequence[str]):
+    self._names = [CHARS] + list(names)
+
+  def process(self, chunk: np.ndarray, summary: Summary):
+    ranges = _ranges(summary, self._names[1:])
+    kept = chunk[:, 0] > 0
+    out = {}
+    for j, name in enumerate(self._names):
+      if name not in ranges:
+        continue
+      edges = np.asarray(ranges[name][0])
+      col = chunk[:, 1 + j]
+      finite = np.isfinite(col)
+      all_counts, _ = np.histogram(col[finite], bins=edges)
+      sel_counts, _ = np.histogram(col[finite & kept], bins=edges)
+      out[name] = np.stack([all_counts, sel_counts])
+    yield out
+
+
+class _SumHistograms(beam.CombineFn):
+
+  def create_accumulator(self):
+    return {}
+
+  def add_input(self, acc, counts):
+    for name, c in counts.items():
+      acc[name] = acc[name] + c if name in acc else c.copy()
+    return acc
+
+  def merge_accumulators(self, accs):
+    out = {}
+    for acc in accs:
+      self.add_input(out, acc)
+    return out
+
+  def extract_output(self, acc):
+    return acc
+
+
+def _rejected_example(rejected: Rejected, seed: int):
+  key = (uniform_from_id(seed, "rejected\x00" + rejected.source), rejected.source)
+  return rejected.reason, (key, {"source": safe_str(rejected.source),
+                                 "excerpt": safe_str(rejected.excerpt[:EXCERPT_CHARS]),
+                                 "detail": safe_str(rejected.detail[:EXCERPT_CHARS])})
+
+
+def assemble(summary: Summary, quantiles: Dict[Tuple[str, str], list],
+             histograms: Dict[str, np.ndarray], rejected: Dict[str, list],
+             names: Sequence[str], ranked_by: Optional[str],
+             higher_is_better: bool) -> Dict[str, Any]:
+  """The report's statistics as one JSON-able dict (see ReportStatistics)."""
+  ranges = _ranges(summary, names)
+  scores = {}
+  for name in [CHARS] + list(names):
+    if name not in ranges:
+      continue
+    entry = {"percentiles": {}, "min": {}, "max": {}}
+    for part in (KEPT, DROPPED):
+      q = quantiles.get((name, part))
+      if q:
+        # 101 quantiles: q[p] is the p-th percentile, q[0] and q[100] the exact extremes.
+        entry["percentiles"][part] = {f"p{p}": q[p] for p in PERCENTILES}
+        entry["min"][part] = summary.low[(name, part)]
+        entry["max"][part] = summary.high[(name, part)]
+    edges, log = ranges[name]
+    counts = histograms.get(name)
+    entry["histogram"] = {
+        "edges": edges, "log": log,
+        "all": counts[0].tolist() if counts is not None else [0] * (len(edges) - 1),
+        "selected": counts[1].tolist() if counts is not None else [0] * (len(edges) - 1)}
+    scores[name] = entry
+  cutoff = None
+  if ranked_by and (ranked_by, KEPT) in summary.low:
+    # The worst score that was kept: everything better was kept too.
+    cutoff = (summary.low if higher_is_better else summary.high)[(ranked_by, KEPT)]
+  files = sorted(summary.files.items(), key=lambda kv: (-kv[1][0], kv[0]))
+  return {
+      "documents": summary.documents, "selected": summary.selected,
+      "chars": {"all": summary.chars[0], "selected": summary.chars[1]},
+      "file_count": len(files),
+      "files": [{"file": f, "documents": n, "selected": k} for f, (n, k) in files[:TOP_FILES]],
+      "score_names": list(names), "ranked_by": ranked_by,
+      "higher_is_better": higher_is_better, "cutoff": cutoff, "scores": scores,
+      "scatter": {"columns": [CHARS, "selected"] + list(names),
+                  "points": [p for _, p in summary.lists["scatter"].items()]},
+      "examples": {name: [item for _, item in summary.lists[name].items()]
+                   for name in _LISTS if name != "scatter"},
+      "rejected_examples": {reason: [item for _, item in sorted(items, key=lambda t: t[0])]
+                            for reason, items in sorted(rejected.items())},
+  }
+
+
+class ReportStatistics(beam.PTransform):
+  """{outcomes: (Document, rank or None) for every valid document, rejected: Rejected}
+  -> a PCollection of one dict, the report's statistics (see `assemble`).
+
+  Args:
+    names: the numeric scores to summarise (missing ones are skipped per document).
+    seed: the job's seed (the scatter sample and rejected excerpts are chosen by a hash
+      of (seed, id), the same on every runner and worker count).
+    sort_key: the sampler's sort key (ascending = better or drawn first), for the
+      examples just past the cutoff and at the bottom.
+    ranked_by: the score the sampler ranks by (its cutoff is reported), None for draws.
+  """
+
+  def __init__(self, names: Sequence[str], seed: int, sort_key: Callable,
+               ranked_by: Optional[str] = None, higher_is_better: bool = True):
+    super().__init__()
+    self._names = list(names)
+    self._seed = seed
+    self._sort_key = sort_key
+    self._ranked_by = ranked_by
+    self._higher = higher_is_better
+
+  def expand(self, pcolls):
+    names, seed = self._names, self._seed
+    parts = pcolls["outcomes"] | "SummarizeBundles" >> beam.ParDo(
+        _SummarizeBundle(names, seed, self._sort_key)).with_outputs("columns", main="summary")
+    summary = parts.summary | "MergeSummaries" >> beam.CombineGlobally(
+        _MergeSummaries(names))
+    quantiles = (parts.columns
+                 | "ValueBatches" >> beam.FlatMap(_column_values, names)
+                 | "Percentiles" >> beam.ApproximateQuantiles.PerKey(
+                     101, input_batched=True))
+    histograms = (parts.columns
+                  | "Bin" >> beam.ParDo(_Histograms(names),
+                                        beam.pvalue.AsSingleton(summary))
+                  | "SumBins" >> beam.CombineGlobally(_SumHistograms()))
+    rejected = (pcolls["rejected"]
+                | "RejectedExample" >> beam.Map(_rejected_example, seed)
+                | "FewPerReason" >> beam.combiners.Top.SmallestPerKey(
+                    REJECTED_EXAMPLES, key=lambda t: t[0]))
+    ranked_by, higher = self._ranked_by, self._higher
+    return (summary
+            | "Assemble" >> beam.Map(
+                lambda s, q, h, r: assemble(s, q, h, r, names, ranked_by, higher),
+                beam.pvalue.AsDict(quantiles), beam.pvalue.AsSingleton(histograms),
+                beam.pvalue.AsDict(rejected)))
