@@ -141,8 +141,9 @@ def _report_statistics(job: JobConfig, selected, rest, rejected, staging: str):
               | "Outcomes" >> beam.Flatten())
   stats = ({"outcomes": outcomes, "rejected": rejected}
            | "ReportStatistics" >> ReportStatistics(
-               report_score_names(job), job.seed, job.sampler.key(job.seed),
-               job.sampler.ranked_by, job.sampler.higher_is_better))
+               report_score_names(job), job.seed, job.sampler.order_key(job.seed),
+               job.sampler.ranked_by, job.sampler.higher_is_better,
+               order_name=job.sampler.order_name))
   path = FileSystems.join(staging, REPORT_DATA_FILE)
   return stats | "WriteReportData" >> beam.Map(
       lambda s: write_lib.write_json_atomic(path, s))

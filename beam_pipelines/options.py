@@ -13,18 +13,24 @@ import os
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
 from beam_pipelines import samplers as samplers_lib
 from beam_pipelines.samplers import ASK_LLM, DENSITY, EMBEDDINGS, HEAD, PERPLEXITY, Sampler
 from models import loading
 from models.ask_llm import AskLLMConfig
 from models.embeddings import EmbeddingConfig
 from models.prompts import PROMPTS, resolve_prompt
-from transforms import score_cache, sketch_hashing
-from transforms import read as read_lib
+from transforms import sketch_hashing
+from transforms.records import INPUT_FORMATS
 from transforms.sketch_hashing import SketchOptions
+
+# Nothing here imports Apache Beam (or anything that does) at module level: --help and a
+# refused command line answer without paying for it (about 2 s). Beam is imported by the
+# functions that need it.
+
+# The score cache's flush defaults (transforms/score_cache.py keeps the same values for
+# its own callers; tests/test_options.py checks that they agree).
+CACHE_FLUSH_DOCS = 1000
+CACHE_FLUSH_SECONDS = 30.0
 
 PROG = "python -m beam_pipelines.select_data"
 DESCRIPTION = """Select LLM pre-training data: score every document, keep the best, write ranked TFRecords.
@@ -152,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
   io.add_argument("--output", required=True,
                   help="Output directory (local or gs://): selected/, scores/, rejected/, "
                        "metrics.json.")
-  io.add_argument("--input_format", default="auto", choices=read_lib.FORMATS,
+  io.add_argument("--input_format", default="auto", choices=INPUT_FORMATS,
                   help="auto picks by extension (.jsonl/.json, .txt, .tfrecord, optionally "
                        "compressed); text = one document per line; tfrecord = tf.train.Example "
                        "with a bytes feature. Default: auto.")
@@ -199,14 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "a --resume or a new selection reuses it instead of running models "
                        "again. none: no cache. Default: OUTPUT/cache.")
   ca.add_argument("--cache_flush_docs", type=_positive_int,
-                  default=score_cache.DEFAULT_FLUSH_DOCS,
+                  default=CACHE_FLUSH_DOCS,
                   help="Write cached outputs at least every this many documents per "
                        "worker process (what a killed job can lose). Default: "
-                       f"{score_cache.DEFAULT_FLUSH_DOCS}.")
+                       f"{CACHE_FLUSH_DOCS}.")
   ca.add_argument("--cache_flush_seconds", type=_positive_float,
-                  default=score_cache.DEFAULT_FLUSH_SECONDS,
+                  default=CACHE_FLUSH_SECONDS,
                   help="... and at least every this many seconds. Default: "
-                       f"{score_cache.DEFAULT_FLUSH_SECONDS:g}.")
+                       f"{CACHE_FLUSH_SECONDS:g}.")
 
   sel = p.add_argument_group("selection")
   sel.add_argument("--sampler", default=samplers_lib.DEFAULT,
@@ -337,6 +343,7 @@ def parse_args(argv: Optional[List[str]] = None):
   unknown = _unknown_beam_args(beam_args)
   if unknown:
     parser.error(f"unknown option(s): {' '.join(unknown)} (neither this job's nor Beam's)")
+  from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
   options = PipelineOptions(beam_args)
   if options.view_as(StandardOptions).runner is None:
     # The DirectRunner first tries to download the Prism runner binary; the FnApiRunner
@@ -347,7 +354,7 @@ def parse_args(argv: Optional[List[str]] = None):
 
 def _unknown_beam_args(beam_args: List[str]) -> List[str]:
   """Arguments that no Beam options class knows: a typo would otherwise be dropped."""
-  from apache_beam.options.pipeline_options import _BeamArgumentParser
+  from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
   parser = _BeamArgumentParser(allow_abbrev=False)
   seen = {}
   for cls in PipelineOptions.__subclasses__():
@@ -396,6 +403,7 @@ def sketch_options(args) -> SketchOptions:
 
 def check_sampler_options(job: "JobConfig") -> None:
   """Options that only make sense together, with a message that says what to fix."""
+  from apache_beam.io.filesystems import FileSystems
   density = samplers_lib.names_using(DENSITY)
   head = samplers_lib.names_using(HEAD)
   if job.sampler.uses(DENSITY) and not job.sketch_from:
@@ -467,6 +475,7 @@ def check_scorer_options(job: "JobConfig") -> None:
 def check_runner(options: PipelineOptions) -> None:
   """An unknown --runner is an error before anything runs."""
   from apache_beam.runners.runner import create_runner
+  from apache_beam.options.pipeline_options import StandardOptions
   runner = options.view_as(StandardOptions).runner
   if isinstance(runner, str):
     try:
@@ -476,6 +485,7 @@ def check_runner(options: PipelineOptions) -> None:
 
 
 def is_local_runner(options: PipelineOptions) -> bool:
+  from apache_beam.options.pipeline_options import StandardOptions
   runner = options.view_as(StandardOptions).runner
   return runner is None or "Direct" in str(runner) or "FnApi" in str(runner)
 
@@ -538,6 +548,7 @@ CACHE_DIR = "cache"  # the default --cache, inside --output
 def cache_dir(value: Optional[str], output: str) -> Optional[str]:
   """--cache resolved: None for `none`, OUTPUT/cache when not given."""
   if value is None:
+    from apache_beam.io.filesystems import FileSystems
     return FileSystems.join(output, CACHE_DIR)
   return None if value.strip().lower() == "none" else value
 
@@ -585,8 +596,8 @@ class JobConfig:
   gpu_price_per_hour: Optional[float]
   resume: bool = False
   cache: Optional[str] = None          # the cache directory; None: --cache=none
-  cache_flush_docs: int = score_cache.DEFAULT_FLUSH_DOCS
-  cache_flush_seconds: float = score_cache.DEFAULT_FLUSH_SECONDS
+  cache_flush_docs: int = CACHE_FLUSH_DOCS
+  cache_flush_seconds: float = CACHE_FLUSH_SECONDS
   scores_format: str = "jsonl"         # jsonl | parquet (auto resolved)
   progress_interval: float = 30.0
   report: bool = True
@@ -596,6 +607,7 @@ class JobConfig:
   @classmethod
   def from_args(cls, args: argparse.Namespace) -> "JobConfig":
     """Raises ValueError when an option cannot be resolved (e.g. an unreadable @FILE)."""
+    from transforms import read as read_lib
     return cls(
         patterns=tuple(read_lib.split_patterns(args.input)), output=args.output,
         input_format=args.input_format, text_field=args.text_field, id_field=args.id_field,

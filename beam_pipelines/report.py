@@ -84,7 +84,8 @@ def _num(value, digits: int = 4) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric=()) -> str:
-  head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+  """A table; a header of empty strings is left out (a key-value table)."""
+  head = "".join(f"<th>{_esc(h)}</th>" for h in header) if any(header) else ""
   body = []
   for row in rows:
     cells = []
@@ -94,7 +95,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric=()) -> 
       else:
         cells.append(f"<td>{cell}</td>")
     body.append("<tr>" + "".join(cells) + "</tr>")
-  return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+  head = f"<tr>{head}</tr>" if head else ""
+  return f"<table>{head}{''.join(body)}</table>"
 
 
 # --- charts --------------------------------------------------------------------------------
@@ -206,8 +208,10 @@ def _run_card(job: JobConfig, metrics: dict, model_ids: Dict[str, Any]) -> str:
   ask = metrics.get("ask_llm")
   if ask:
     digest = hashlib.sha256(ask["prompt"].encode("utf-8")).hexdigest()[:16]
-    rows.append(("prompt", f"sha256 {digest}; chat template "
-                           f"{_esc(ask.get('chat_template_used', ask['chat_template']))}; "
+    template = ask.get("chat_template_used", ask["chat_template"])
+    if "chat_template_used" not in ask and template == "auto":
+      template = "auto (decided when the model loads: not loaded in this run)"
+    rows.append(("prompt", f"sha256 {digest}; chat template {_esc(template)}; "
                            f"score {_esc(ask['score'])}<pre>{_esc(ask['prompt'])}</pre>"))
   rows.append(("versions", _esc(", ".join(f"{k} {v}" for k, v in _versions().items()))))
   if "wall_time_s" in metrics:
@@ -344,11 +348,18 @@ def _short(path: str, width: int = 48) -> str:
 
 def _examples(stats: dict) -> str:
   names = stats["score_names"]
-  groups = (("top", "The top selected documents"),
-            ("last_selected", "The last selected (at the cutoff)"),
-            ("first_not_selected", "The first not selected (just past the cutoff)"),
-            ("bottom", "At the bottom of the sampler's order"))
-  if not stats.get("ranked_by"):
+  by = stats.get("order_name")
+  if stats.get("ranked_by"):
+    groups = (("top", "The top selected documents"),
+              ("last_selected", "The last selected (at the cutoff)"),
+              ("first_not_selected", "The first not selected (just past the cutoff)"),
+              ("bottom", f"The bottom by {by}"))
+  elif by:  # a draw from a quality pool
+    groups = (("top", "The first drawn"), ("last_selected", "The last drawn"),
+              ("first_not_selected", f"The best not selected by {by} (in the pool, not "
+                                     "drawn)"),
+              ("bottom", f"The bottom by {by}"))
+  else:
     groups = (("top", "The first drawn"), ("last_selected", "The last drawn"),
               ("first_not_selected", "The next in draw order (not selected)"),
               ("bottom", "The last in draw order"))

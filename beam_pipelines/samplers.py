@@ -59,6 +59,7 @@ class Sampler:
       first by this key, and the final key selects inside it.
     ranked_by: the score the final selection ranks by (None for a draw), and whether
       higher is better: the report marks its cutoff.
+    pool_ranked_by: the score of the quality pool (with pool_key).
   """
   name: str
   help: str
@@ -67,6 +68,17 @@ class Sampler:
   pool_key: Optional[Callable] = None
   ranked_by: Optional[str] = None
   higher_is_better: bool = True
+  pool_ranked_by: Optional[str] = None
+
+  def order_key(self, seed: int) -> Callable:
+    """The order the report shows the documents that were not selected in: the quality
+    pool's (outside the pool, a draw order means nothing), else the selection's."""
+    return self.pool_key if self.pool_key is not None else self.key(seed)
+
+  @property
+  def order_name(self) -> Optional[str]:
+    """The score of order_key (None: a draw order)."""
+    return self.pool_ranked_by or self.ranked_by
 
   def uses(self, stage: str) -> bool:
     return stage in self.needs
@@ -80,11 +92,12 @@ _TABLE = (
     Sampler("random", "uniform draw", (), random_key),
     Sampler("ask_llm_density", "keep the top --quality_pool_factor x k by Ask-LLM, then "
             "density-sample k from that pool", (ASK_LLM, EMBEDDINGS, DENSITY),
-            density_sampling_key, pool_key=ask_llm_key),
+            density_sampling_key, pool_key=ask_llm_key, pool_ranked_by="ask_llm_score"),
     Sampler("quality_head", "top-k by the quality head's score (see below)",
             (EMBEDDINGS, HEAD), lambda seed: quality_key, ranked_by="quality_score"),
     Sampler("quality_head_density", "like ask_llm_density with the head",
-            (EMBEDDINGS, HEAD, DENSITY), density_sampling_key, pool_key=quality_key),
+            (EMBEDDINGS, HEAD, DENSITY), density_sampling_key, pool_key=quality_key,
+            pool_ranked_by="quality_score"),
     Sampler("perplexity", "keep the lowest per-token perplexity under --scorer_model (a "
             "causal LM)", (PERPLEXITY,), lambda seed: perplexity_key,
             ranked_by="perplexity", higher_is_better=False),

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 # Quiet by default (--verbose undoes what was set here): TensorFlow's C++ log, and the
 # per-tensor progress bars of model loading (GGUF de-quantizing uses tqdm directly);
@@ -26,20 +26,16 @@ _QUIET_ENV = {name: value for name, value in (("TF_CPP_MIN_LOG_LEVEL", "2"),
               if name not in os.environ}
 os.environ.update(_QUIET_ENV)
 
-import apache_beam as beam  # noqa: E402  (after the TF logging setting)
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import GoogleCloudOptions
-
-from beam_pipelines import caching
-from beam_pipelines.options import (JobConfig, UsageError, check_runner,
+# Light imports only: --help and a refused command line answer without importing Beam,
+# TensorFlow or torch (the functions below import what they use).
+from beam_pipelines.options import (JobConfig, UsageError, check_runner,  # noqa: E402
                                     check_sampler_options, check_scorer_options,
                                     is_local_runner, make_local_directory, one_line, parse_args,
                                     within_timeout)
-from models import loading
-from transforms import read as read_lib
-from transforms import write as write_lib
-from transforms.score_cache import CacheSpec
-from transforms.write import OUTPUT_NAMES
+from models import loading  # noqa: E402
+
+if TYPE_CHECKING:
+  from transforms.score_cache import CacheSpec
 
 _LOG = logging.getLogger("select_data")
 # Hashing a large local model's files takes a while (about 1 s per GB).
@@ -47,6 +43,7 @@ _FINGERPRINT_TIMEOUT_S = 600
 
 
 def _existing_outputs(output: str) -> List[str]:
+  from apache_beam.io.filesystems import FileSystems
   try:
     found = FileSystems.match([FileSystems.join(output, "**")])[0].metadata_list
   except Exception:  # A missing local directory raises on some filesystems.
@@ -59,6 +56,8 @@ def prepare_output(output: str, overwrite: bool, resume: bool = False) -> None:
   earlier run is removed here: the new run is staged and replaces it only once it has
   succeeded (write.finalize_output), and the score cache is never removed. Only the
   staging leftovers of killed runs are cleared."""
+  from apache_beam.io.filesystems import FileSystems
+  from transforms import write as write_lib
   existing = _existing_outputs(output)
   if existing and not (overwrite or resume):
     raise UsageError(
@@ -77,8 +76,9 @@ def _normalized(path: str) -> str:
 def check_inputs_outside_outputs(input_files: List[str], output: str) -> None:
   """Refuses inputs inside what a run replaces (e.g. --input=OUT/selected/*): the new run
   would remove its own input when it finishes."""
+  from transforms import write as write_lib
   out = _normalized(output).rstrip("/")
-  owned = [f"{out}/{name}" for name in OUTPUT_NAMES + (write_lib.STAGING_ROOT,)]
+  owned = [f"{out}/{name}" for name in write_lib.OUTPUT_NAMES + (write_lib.STAGING_ROOT,)]
   for path in input_files:
     norm = _normalized(path)
     for root in owned:
@@ -90,6 +90,8 @@ def check_inputs_outside_outputs(input_files: List[str], output: str) -> None:
 
 def check_output_writable(output: str) -> None:
   """Fails before the run when --output cannot be written (a file, no permission)."""
+  from apache_beam.io.filesystems import FileSystems
+  from transforms import write as write_lib
   make_local_directory(output, "--output")
   probe = FileSystems.join(output, write_lib.STAGING_ROOT, f".write-check-{os.getpid()}")
   try:
@@ -107,6 +109,7 @@ def check_output_writable(output: str) -> None:
 
 
 def _matched_files(patterns: List[str]) -> List[str]:
+  from apache_beam.io.filesystems import FileSystems
   files = []
   for result in FileSystems.match(patterns):
     files.extend(m.path for m in result.metadata_list if not m.path.endswith("/"))
@@ -133,6 +136,8 @@ def check_job(job: JobConfig, options) -> Dict[str, CacheSpec]:
   not loaded), --output and --cache (created and prepared last, so that a refused run
   leaves nothing behind). Returns the score cache of each model stage. Raises
   UsageError."""
+  from transforms import read as read_lib
+  from beam_pipelines import caching
   try:
     check_runner(options)
     patterns = list(job.patterns)
@@ -169,11 +174,14 @@ def check_job(job: JobConfig, options) -> Dict[str, CacheSpec]:
     raise UsageError(str(e)) from e
 
 
-def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline] = None):
+def run(argv: Optional[List[str]] = None, test_pipeline=None):
   """Parses options, checks them, builds and runs the job; returns metrics.json's dict
   (None for a launch that does not wait, such as a Flex Template's)."""
-  args, options = parse_args(argv)
+  args, options = parse_args(argv)  # --help ends here, before any heavy import
   set_verbosity(args.verbose)
+  import apache_beam as beam
+  from apache_beam.options.pipeline_options import GoogleCloudOptions
+  from transforms import write as write_lib
   try:
     # Resolving --prompt=@gs://... reads a file: bounded like every remote check.
     prompt_file = [args.prompt[1:]] if args.prompt.startswith("@") else []
@@ -213,7 +221,7 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
   metrics = run_metrics.from_runner(result, job, staging, time.time() - start, caches)
   report = _write_report(job, caches, staging, metrics)
   # metrics.json last, then _SUCCESS: a directory without _SUCCESS is unfinished.
-  write_lib.finalize_output(job.output, staging, metrics, OUTPUT_NAMES)
+  write_lib.finalize_output(job.output, staging, metrics, write_lib.OUTPUT_NAMES)
   c = metrics["counts"]
   _LOG.info("Done in %.1f s: read %d, valid %d, rejected %d, selected %d. Outputs in %s%s",
             metrics["wall_time_s"], c["read"], c["valid"], c["rejected"], c["selected"],
@@ -224,6 +232,7 @@ def run(argv: Optional[List[str]] = None, test_pipeline: Optional[beam.Pipeline]
 def _write_report(job: JobConfig, caches, staging: str, metrics: dict) -> Optional[str]:
   """Draws report.html into the staged run; a failure to draw costs the report (with a
   warning), not the run's outputs."""
+  from transforms import write as write_lib
   if not job.report:
     return None
   from beam_pipelines import report  # matplotlib: imported only to draw
@@ -236,6 +245,7 @@ def _write_report(job: JobConfig, caches, staging: str, metrics: dict) -> Option
 
 
 def _link(output: str, name: str) -> str:
+  from apache_beam.io.filesystems import FileSystems
   path = FileSystems.join(output, name)
   return path if "://" in path else "file://" + os.path.abspath(path)
 
@@ -274,6 +284,7 @@ def import_tensorflow_quietly() -> None:
 
 def run_estimate(job: JobConfig) -> dict:
   """--estimate_only: prints and returns the estimate; writes nothing."""
+  from transforms import read as read_lib
   from beam_pipelines.estimate import estimate
   try:
     result = estimate(job)

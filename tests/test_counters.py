@@ -42,8 +42,9 @@ def test_counters_of_an_ask_llm_run(tmp_path, tiny_causal_lm_dir):
                   "--max_tokens=128")
   assert got == {"read": n_records, "valid": 12, "scored": 12, "selected": 3,
                  **_expected_rejections(reasons),
-                 # The score cache (OUTPUT/cache) was empty: everything was inferred.
-                 "inferred:ask_llm": 12, "model_loads:ask_llm": 1,
+                 # The score cache (OUTPUT/cache) was empty: everything was queued for
+                 # the model and inferred (Dataflow's UI shows the two as progress).
+                 "queued:ask_llm": 12, "inferred:ask_llm": 12, "model_loads:ask_llm": 1,
                  # The tiny model's tokenizer has a chat template: auto used it.
                  "model_setting:ask_llm:chat_template=on": 1,
                  "cache_written:ask_llm": 12}
@@ -53,6 +54,7 @@ def test_counters_of_an_ask_llm_run(tmp_path, tiny_causal_lm_dir):
   assert {k: v for k, v in again.items() if k not in got or got[k] != v} == {
       "from_cache:ask_llm": 12}
   assert "inferred:ask_llm" not in again and "model_loads:ask_llm" not in again
+  assert "queued:ask_llm" not in again
 
 
 def test_undeclared_counters_are_refused():

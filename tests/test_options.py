@@ -68,8 +68,8 @@ def test_unreachable_gcs_fails_fast_with_a_hint(tmp_path, monkeypatch, capsys):
 
 
 
-def test_help_imports_neither_torch_nor_tensorflow():
-  """--help (and a refused command line) must not pay for the model stages' imports."""
+def test_help_imports_neither_beam_nor_torch_nor_tensorflow():
+  """--help must not pay for Beam's (about 2 s) or the model stages' imports."""
   import subprocess
   import sys
   out = subprocess.run([sys.executable, "-X", "importtime", "-m", "beam_pipelines.select_data",
@@ -78,4 +78,11 @@ def test_help_imports_neither_torch_nor_tensorflow():
   assert out.returncode == 0 and "--sampler" in out.stdout
   imported = {line.split("|")[-1].strip().split(".")[0]
               for line in out.stderr.splitlines() if line.startswith("import time:")}
-  assert "torch" not in imported and "tensorflow" not in imported
+  assert not {"torch", "tensorflow", "apache_beam", "matplotlib"} & imported, imported
+
+
+def test_the_parsers_cache_defaults_are_the_caches():
+  from beam_pipelines import options
+  from transforms import score_cache
+  assert options.CACHE_FLUSH_DOCS == score_cache.DEFAULT_FLUSH_DOCS
+  assert options.CACHE_FLUSH_SECONDS == score_cache.DEFAULT_FLUSH_SECONDS

@@ -29,6 +29,9 @@ SCORING_FAILED_PREFIX = "scoring_failed:"  # + model namespace (ask_llm, embeddi
 # the cache's own health.
 FROM_CACHE_PREFIX = "from_cache:"
 INFERRED_PREFIX = "inferred:"
+# Documents queued for a model (cache misses): with inferred:, a stage's progress in a
+# runner's monitoring UI (Dataflow's job page shows every counter, summed over workers).
+QUEUED_PREFIX = "queued:"
 MODEL_LOADS_PREFIX = "model_loads:"
 # + "<model>:<setting>=<value>", once per model load: a setting the model resolved itself
 # (e.g. ask_llm:chat_template=on for --chat_template=auto).
@@ -45,6 +48,7 @@ STAGE_COUNTERS = (SCORED, PERPLEXITY, EMBEDDED)
 COUNTERS = (READ, VALID, SCORED, PERPLEXITY, EMBEDDED, TEACHER, TEACHER_HELD_BACK,
             QUALITY_POOL, SELECTED)
 FAMILIES = (REJECTED_PREFIX, SCORING_FAILED_PREFIX, FROM_CACHE_PREFIX, INFERRED_PREFIX,
+            QUEUED_PREFIX,
             MODEL_LOADS_PREFIX, MODEL_SETTING_PREFIX, CACHE_WRITTEN_PREFIX, CACHE_WRITE_FAILED_PREFIX,
             CACHE_UNREADABLE_PREFIX, CACHE_INVALID_PREFIX)
 

@@ -29,7 +29,7 @@ from transforms.metrics import stage_clock
 _LOG = logging.getLogger(__name__)
 
 REJECTED_TAG = "rejected"
-FORMATS = ("auto", "jsonl", "text", "tfrecord")
+FORMATS = records.INPUT_FORMATS
 _EXTENSIONS = {
     ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
     ".txt": "text", ".text": "text",

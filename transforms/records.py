@@ -31,6 +31,8 @@ INVALID_TEXT = "invalid_text"
 INVALID_RECORD = "invalid_record"
 
 EXCERPT_CHARS = 200
+# --input_format values (transforms/read.py reads them).
+INPUT_FORMATS = ("auto", "jsonl", "text", "tfrecord")
 
 
 @dataclasses.dataclass(frozen=True)

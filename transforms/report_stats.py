@@ -328,7 +328,7 @@ def _rejected_example(rejected: Rejected, seed: int):
 def assemble(summary: Summary, quantiles: Dict[Tuple[str, str], list],
              histograms: Dict[str, np.ndarray], rejected: Dict[str, list],
              names: Sequence[str], ranked_by: Optional[str],
-             higher_is_better: bool) -> Dict[str, Any]:
+             higher_is_better: bool, order_name: Optional[str] = None) -> Dict[str, Any]:
   """The report's statistics as one JSON-able dict (see ReportStatistics)."""
   ranges = _ranges(summary, names)
   scores = {}
@@ -360,7 +360,7 @@ def assemble(summary: Summary, quantiles: Dict[Tuple[str, str], list],
       "chars": {"all": summary.chars[0], "selected": summary.chars[1]},
       "file_count": len(files),
       "files": [{"file": f, "documents": n, "selected": k} for f, (n, k) in files[:TOP_FILES]],
-      "score_names": list(names), "ranked_by": ranked_by,
+      "score_names": list(names), "ranked_by": ranked_by, "order_name": order_name,
       "higher_is_better": higher_is_better, "cutoff": cutoff, "scores": scores,
       "scatter": {"columns": [CHARS, "selected"] + list(names),
                   "points": [p for _, p in summary.lists["scatter"].items()]},
@@ -379,19 +379,22 @@ class ReportStatistics(beam.PTransform):
     names: the numeric scores to summarise (missing ones are skipped per document).
     seed: the job's seed (the scatter sample and rejected excerpts are chosen by a hash
       of (seed, id), the same on every runner and worker count).
-    sort_key: the sampler's sort key (ascending = better or drawn first), for the
-      examples just past the cutoff and at the bottom.
+    sort_key: the order of the examples just past the cutoff and at the bottom
+      (ascending = better or drawn first: the sampler's key, or its quality pool's).
     ranked_by: the score the sampler ranks by (its cutoff is reported), None for draws.
+    order_name: the score sort_key orders by (None: a draw order), for the page.
   """
 
   def __init__(self, names: Sequence[str], seed: int, sort_key: Callable,
-               ranked_by: Optional[str] = None, higher_is_better: bool = True):
+               ranked_by: Optional[str] = None, higher_is_better: bool = True,
+               order_name: Optional[str] = None):
     super().__init__()
     self._names = list(names)
     self._seed = seed
     self._sort_key = sort_key
     self._ranked_by = ranked_by
     self._higher = higher_is_better
+    self._order_name = order_name
 
   def expand(self, pcolls):
     names, seed = self._names, self._seed
@@ -411,9 +414,10 @@ class ReportStatistics(beam.PTransform):
                 | "RejectedExample" >> beam.Map(_rejected_example, seed)
                 | "FewPerReason" >> beam.combiners.Top.SmallestPerKey(
                     REJECTED_EXAMPLES, key=lambda t: t[0]))
-    ranked_by, higher = self._ranked_by, self._higher
+    ranked_by, higher, order_name = self._ranked_by, self._higher, self._order_name
     return (summary
             | "Assemble" >> beam.Map(
-                lambda s, q, h, r: assemble(s, q, h, r, names, ranked_by, higher),
+                lambda s, q, h, r: assemble(s, q, h, r, names, ranked_by, higher,
+                                            order_name),
                 beam.pvalue.AsDict(quantiles), beam.pvalue.AsSingleton(histograms),
                 beam.pvalue.AsDict(rejected)))

@@ -9,7 +9,7 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from models.ask_llm import AskLLMConfig
 from transforms.inference import AskLLMModelHandler, PerplexityModelHandler
-from transforms.metrics import LogProgress, ModelProgress, stage_clock
+from transforms.metrics import QUEUED_PREFIX, LogProgress, ModelProgress, counter, stage_clock
 from transforms.records import Document
 from transforms.score_cache import CacheSpec, LookUpCache, WriteToCache
 
@@ -31,9 +31,11 @@ class _QueueForModel(beam.DoFn):
 
   def setup(self):
     self._progress = ModelProgress.for_stage(self._stage, self._interval)
+    self._counter = counter(QUEUED_PREFIX + self._stage)
 
   def process(self, doc):
     self._progress.queued()
+    self._counter.inc()
     yield doc
 
 

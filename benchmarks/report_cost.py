@@ -1,0 +1,100 @@
+"""What the report's statistics cost: the job with and without --report on synthetic docs.
+
+Writes --docs synthetic documents (random words, 20 to 400 characters, in --files JSON
+Lines files), then runs the real job (`python -m beam_pipelines.select_data`,
+--sampler=random, --cache=none, --keep_fraction=0.1) in a subprocess with --report=false
+and with --report=true, alternating the order over --pairs pairs (ABBA) so that drift on
+a shared machine falls on both. The report's part is its statistics (computed in the
+pipeline: per-bundle summaries, ApproximateQuantiles, fixed-bin histograms) plus drawing
+the page at the end; both are in the --report=true wall time.
+
+    .venv/bin/python benchmarks/report_cost.py [--docs 1000000] [--files 8] [--pairs 1]
+        [--workdir DIR]
+
+Prints one JSON object: each run's wall time, the median ratio with/without, and the
+report's size.
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_WORDS = ("the of and to in is was for on that with as by at from data water energy river "
+          "history science market city school health music light system model theory "
+          "engine method paper result number table stone cloud tree wind").split()
+
+
+def write_corpus(directory: str, docs: int, files: int) -> None:
+  """Synthetic documents, the same for a given count (a fixed seed: a benchmark input,
+  not a result)."""
+  rng = random.Random(0)
+  os.makedirs(directory, exist_ok=True)
+  handles = [open(os.path.join(directory, f"part-{i:03d}.jsonl"), "w") for i in range(files)]
+  try:
+    for i in range(docs):
+      text = " ".join(rng.choices(_WORDS, k=rng.randint(4, 70)))[:400]
+      handles[i % files].write(json.dumps({"id": f"s{i:09d}", "text": text}) + "\n")
+  finally:
+    for h in handles:
+      h.close()
+
+
+def run_job(corpus: str, out: str, report: bool) -> float:
+  argv = [f"--input={corpus}/*.jsonl", f"--output={out}", "--id_field=id",
+          "--sampler=random", "--keep_fraction=0.1", "--cache=none",
+          f"--report={'true' if report else 'false'}", "--overwrite"]
+  env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
+  start = time.time()
+  done = subprocess.run([sys.executable, "-m", "beam_pipelines.select_data", *argv],
+                        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                        text=True)
+  elapsed = time.time() - start
+  if done.returncode != 0:
+    raise SystemExit(f"run failed:\n{done.stderr[-3000:]}")
+  return elapsed
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--docs", type=int, default=1_000_000)
+  ap.add_argument("--files", type=int, default=8)
+  ap.add_argument("--pairs", type=int, default=1)
+  ap.add_argument("--workdir", default=None)
+  args = ap.parse_args()
+  work = args.workdir or tempfile.mkdtemp(prefix="report_cost-")
+  corpus = os.path.join(work, "corpus")
+  t0 = time.time()
+  write_corpus(corpus, args.docs, args.files)
+  print(f"corpus: {args.docs} documents in {time.time() - t0:.0f} s", file=sys.stderr)
+  times = {False: [], True: []}
+  for pair in range(args.pairs):
+    order = (False, True) if pair % 2 == 0 else (True, False)
+    for report in order + order[::-1]:  # ABBA
+      out = os.path.join(work, "with" if report else "without")
+      times[report].append(run_job(corpus, out, report))
+      print(f"report={report}: {times[report][-1]:.1f} s", file=sys.stderr)
+  with_dir = os.path.join(work, "with")
+  with open(os.path.join(with_dir, "metrics.json")) as f:
+    counts = json.load(f)["counts"]
+  ratios = [w / wo for w, wo in zip(times[True], times[False])]
+  print(json.dumps({
+      "docs": args.docs, "valid": counts["valid"], "selected": counts["selected"],
+      "wall_s_without_report": [round(t, 1) for t in times[False]],
+      "wall_s_with_report": [round(t, 1) for t in times[True]],
+      "ratio_with_over_without": round(statistics.median(ratios), 4),
+      "report_html_bytes": os.path.getsize(os.path.join(with_dir, "report.html")),
+      "report_json_bytes": os.path.getsize(os.path.join(with_dir, "report.json")),
+  }, indent=2))
+  if not args.workdir:
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+  main()
