@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "local or gs://; .gz, .bz2, .xz and .zst are read transparently.")
   io.add_argument("--output", required=True,
                   help="Output directory (local or gs://): selected/, scores/, rejected/, "
-                       "metrics.json.")
+                       "metrics.json, report.html and report.json, _SUCCESS (and the "
+                       "sketch or quality head a sampler fitted).")
   io.add_argument("--input_format", default="auto", choices=INPUT_FORMATS,
                   help="auto picks by extension (.jsonl/.json, .txt, .tfrecord, optionally "
                        "compressed); text = one document per line; tfrecord = tf.train.Example "
@@ -218,8 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
   sel.add_argument("--sampler", default=samplers_lib.DEFAULT,
                    choices=tuple(samplers_lib.SAMPLERS), help=samplers_lib.parser_help())
   sel.add_argument("--quality_pool_factor", type=_positive_float, default=2.0,
-                   help="ask_llm_density: the Ask-LLM pool holds this many times the "
-                        "documents to select (capped at all). Default: 2.0.")
+                   help="ask_llm_density, quality_head_density: the quality pool holds "
+                        "this many times the documents to select (capped at all). "
+                        "Default: 2.0.")
   how_many = sel.add_mutually_exclusive_group()
   how_many.add_argument("--keep_fraction", type=_fraction, default=None,
                         help="Select floor(N * F) documents (at least 1). Default: 0.2.")
@@ -302,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
   sc.add_argument("--batch_tokens", type=_positive_int, default=8192,
                   help="Token budget of one inference batch (length-sorted). Default: 8192.")
   sc.add_argument("--max_batch_size", type=_positive_int, default=64,
-                  help="At most this many documents per batch. Default: 64.")
+                  help="At most this many documents per Ask-LLM or perplexity batch "
+                       "(embedding batches hold up to 256). Default: 64.")
   sc.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                   help="auto uses CUDA when present. Default: auto.")
   sc.add_argument("--large_model", **_FLAG,

@@ -100,3 +100,29 @@ def test_a_local_run_prints_no_banners_or_progress_bars(tmp_path, tiny_causal_lm
   for noise in ("cudart_stub", "absl::InitializeLog", "cpu_feature_guard", "de-quantizing",
                 "Loading weights", "it/s]"):
     assert noise not in out, (noise, out[-3000:])
+
+
+def test_verbose_brings_back_what_a_run_hides(tmp_path):
+  """--verbose: Beam's INFO log (and TensorFlow's start-up lines where it prints them)."""
+  import os
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  (tmp_path / "in.jsonl").write_text("".join(
+      json.dumps({"id": f"d{i}", "text": f"document {i} about rivers"}) + "\n"
+      for i in range(20)))
+  env = {k: v for k, v in os.environ.items() if k not in ("TQDM_DISABLE", "TF_CPP_MIN_LOG_LEVEL")}
+  env.update(HF_HUB_OFFLINE="1", PYTHONPATH=repo)
+  outputs = {}
+  for flag in ("--verbose=false", "--verbose"):
+    done = subprocess.run(
+        [sys.executable, "-m", "beam_pipelines.select_data", f"--input={tmp_path}/in.jsonl",
+         f"--output={tmp_path}/{flag[2:]}", "--sampler=random", "--cache=none", flag],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    outputs[flag] = done.stdout + done.stderr
+  beam_info = "Converting string literal type hint"  # an INFO line of Beam's own
+  assert beam_info in outputs["--verbose"]
+  assert beam_info not in outputs["--verbose=false"]
+  for noise in ("cudart_stub", "absl::InitializeLog"):
+    assert noise not in outputs["--verbose=false"]

@@ -98,7 +98,8 @@ class ScoreDocuments(beam.PTransform):
       scored = scored | "WriteToCache" >> beam.ParDo(WriteToCache(self._cache))
       scored = (looked_up["cached"], scored) | "MergeCached" >> beam.Flatten()
     extra = [self._total] if self._total is not None else []
-    return scored | "LogProgress" >> beam.ParDo(LogProgress(self._stage), *extra)
+    return scored | "LogProgress" >> beam.ParDo(LogProgress(self._stage, self._interval),
+                                                *extra)
 
 
 class ScoreAskLLM(ScoreDocuments):
