@@ -116,6 +116,10 @@ def test_finalize_in_the_pipeline_when_nobody_waits(tmp_path):
   assert len(read_selected(out, {k: v for k, v in FEATURES.items()
                                  if k != "ask_llm_score"})) == 5
   assert len(read_jsonl(os.path.join(out, "scores", "*.jsonl"))) == 12
+  # The report too: its statistics were complete before the last step drew it.
+  assert json.load(open(os.path.join(out, "report.json")))["documents"] == 12
+  page = open(os.path.join(out, "report.html"), encoding="utf-8").read()
+  assert "written by the pipeline" in page and "data-chart=\"histogram:chars\"" in page
 
 
 def test_perplexity_refuses_a_model_without_its_lm_head(tmp_path, tiny_bert_dir, capsys):
