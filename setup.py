@@ -3,18 +3,21 @@ import setuptools
 
 # Pinned together: these versions were measured to install side by side on Python 3.11.
 # torch is pinned exactly because an unpinned torch pulls a multi-GB CUDA build.
+# Only what the code imports (Beam's [gcp] extra brings its GCS filesystem).
 REQUIRED = [
     "apache-beam[gcp]==2.77.0",
-    "tensorflow==2.21.0",
-    "tensorflow-text==2.21.1",
+    "tensorflow==2.21.0",       # tf.train.Example for selected/
+    "tensorflow-text==2.21.1",  # --tokenizer: SentencePiece in the job
     "transformers==5.23.0",
     "torch==2.13.0",
-    "google-cloud-storage==3.17.1",
+    # Loading GGUF checkpoints (the bundled scorer is one): transformers de-quantizes
+    # them with gguf, and uses accelerate while loading them (both imported then).
     "gguf==0.19.0",
     "accelerate==1.15.0",
+    "zstandard==0.25.0",        # reading .zst inputs
     "numpy==2.4.6",
     "scipy==1.17.1",
-    "matplotlib==3.11.2",  # report.html's charts (inline SVG)
+    "matplotlib==3.11.2",       # report.html's charts (inline SVG)
 ]
 
 TEST = [
@@ -24,6 +27,7 @@ TEST = [
     # Drives Debian's Chromium (scripts/test.sh installs it) to load report.html; its
     # own browser download is never used.
     "playwright==1.65.2",
+    "sentencepiece==0.2.3",  # trains the tokenizer the --tokenizer tests use
 ]
 
 setuptools.setup(

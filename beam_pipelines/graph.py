@@ -41,6 +41,8 @@ def score_names(job: JobConfig) -> List[str]:
     names += ["quality_score"]
   if job.sampler.uses(DENSITY):
     names += ["density", "sampling_weight"]
+  if job.tokenizer:
+    names += [write_lib.NUM_TOKENS]  # of the selected documents
   return names
 
 
@@ -115,7 +117,9 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
   outputs = ({"ranked": selection["ranked"], "not_selected": rest,
               "rejected": read["rejected"]}
              | "WriteOutputs" >> WriteOutputs(staging, scores_format=job.scores_format,
-                                              score_names=score_names(job)))
+                                              score_names=score_names(job),
+                                              tokenizer=job.tokenizer,
+                                              append_eos=job.append_eos))
   written.extend(outputs.values())
   if job.report:
     written.append(_report_statistics(job, outputs["selected"], rest, read["rejected"],

@@ -185,6 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "gs:// outputs (about 5x smaller at scale, typed columns), jsonl "
                        "for local ones (readable with any tool). Default: auto.")
 
+  tk = p.add_argument_group("training output")
+  tk.add_argument("--tokenizer", default=None,
+                  help="A SentencePiece model file (local or gs://): the selected documents "
+                       "are tokenized with tensorflow-text and written with `targets` "
+                       "(int64 ids, the seqio/T5X feature) and `num_tokens`; the text is "
+                       "never truncated. Default: none.")
+  tk.add_argument("--append_eos", **_FLAG,
+                  help="With --tokenizer: end every document's targets with the model's "
+                       "end-of-sequence id.")
+
   lg = p.add_argument_group("progress and report")
   lg.add_argument("--progress_interval", type=_positive_float, default=30.0,
                   help="Seconds between progress lines while a model stage runs (model "
@@ -604,6 +614,8 @@ class JobConfig:
   scores_format: str = "jsonl"         # jsonl | parquet (auto resolved)
   progress_interval: float = 30.0
   report: bool = True
+  tokenizer: Optional[str] = None
+  append_eos: bool = False
   # The options as given (for metrics.json and the launch log).
   options: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -632,6 +644,7 @@ class JobConfig:
         cache_flush_seconds=args.cache_flush_seconds,
         scores_format=scores_format(args.scores_format, args.output),
         progress_interval=args.progress_interval, report=args.report,
+        tokenizer=args.tokenizer, append_eos=args.append_eos,
         options=dict(vars(args)))
 
   @property

@@ -23,7 +23,8 @@ from transforms import metrics as m
 from transforms.write import HEAD_FIT_FILE, SKETCH_FILE
 
 # Counters reported when the runner saw them.
-_OPTIONAL_COUNTS = (m.QUALITY_POOL, m.TEACHER, m.TEACHER_HELD_BACK, m.PERPLEXITY)
+_OPTIONAL_COUNTS = (m.QUALITY_POOL, m.TEACHER, m.TEACHER_HELD_BACK, m.PERPLEXITY,
+                    m.SELECTED_TOKENS)
 
 
 def options_dict(job: JobConfig) -> Dict[str, Any]:

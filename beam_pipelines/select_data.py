@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional
 # Quiet by default (--verbose undoes what was set here): TensorFlow's C++ log, and the
 # per-tensor progress bars of model loading (GGUF de-quantizing uses tqdm directly);
 # both are read when those libraries are first imported, after the options are parsed.
-_QUIET_ENV = {name: value for name, value in (("TF_CPP_MIN_LOG_LEVEL", "2"),
+_QUIET_ENV = {name: value for name, value in (("TF_CPP_MIN_LOG_LEVEL", "3"),
                                               ("TQDM_DISABLE", "1"))
               if name not in os.environ}
 os.environ.update(_QUIET_ENV)
@@ -156,6 +156,14 @@ def check_job(job: JobConfig, options) -> Dict[str, CacheSpec]:
     within_timeout(lambda: check_sampler_options(job), "--sketch_from/--quality_head",
                    [p for p in (job.sketch_from, job.quality_head) if p])
     check_scorer_options(job)
+    if job.append_eos and not job.tokenizer:
+      raise UsageError("--append_eos needs --tokenizer")
+    if job.tokenizer:
+      if not job.options.get("verbose"):
+        import_tensorflow_quietly()  # tensorflow-text imports TensorFlow
+      from transforms.tokenize import load_tokenizer
+      within_timeout(lambda: load_tokenizer(job.tokenizer, job.append_eos), "--tokenizer",
+                     [job.tokenizer])
     within_timeout(lambda: check_output_writable(job.output), "--output", [job.output])
     # Fingerprints hash the model files (or list a gs:// model's checksums).
     caches = within_timeout(lambda: caching.cache_specs(job), "the model at",

@@ -44,9 +44,10 @@ TEACHER = "teacher"                      # teacher documents the head is fitted 
 TEACHER_HELD_BACK = "teacher_held_back"  # teacher documents held back for its fit report
 QUALITY_POOL = "quality_pool"            # documents in a sampler's quality pool
 SELECTED = "selected"                    # documents selected
+SELECTED_TOKENS = "selected_tokens"      # their tokens (with --tokenizer)
 STAGE_COUNTERS = (SCORED, PERPLEXITY, EMBEDDED)
 COUNTERS = (READ, VALID, SCORED, PERPLEXITY, EMBEDDED, TEACHER, TEACHER_HELD_BACK,
-            QUALITY_POOL, SELECTED)
+            QUALITY_POOL, SELECTED, SELECTED_TOKENS)
 FAMILIES = (REJECTED_PREFIX, SCORING_FAILED_PREFIX, FROM_CACHE_PREFIX, INFERRED_PREFIX,
             QUEUED_PREFIX,
             MODEL_LOADS_PREFIX, MODEL_SETTING_PREFIX, CACHE_WRITTEN_PREFIX, CACHE_WRITE_FAILED_PREFIX,

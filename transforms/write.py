@@ -11,14 +11,14 @@ import numbers
 import os
 import time
 import uuid
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
-from transforms.metrics import stage_clock
+from transforms.metrics import SELECTED_TOKENS, counter, stage_clock
 from transforms.records import Document, Rejected, safe_str, score_record, score_row
 
 SELECTED_DIR = "selected"
@@ -35,19 +35,54 @@ _ROW_COLUMNS = ("id", "source", "selected", "rank")
 OTHER_SCORES = "other_scores"
 
 
-def tf_example(doc: Document, rank: int) -> bytes:
-  """A tf.train.Example: id, text (bytes), rank (int64), and every score (float)."""
+# Every score the job can compute: each is a float feature of every selected record,
+# NaN where the run's sampler did not compute it, so that one reader works for every run
+# (tests/test_write.py checks that graph.score_names stays inside this list).
+SCORE_FEATURES = ("ask_llm_score", "p_yes", "p_no", "perplexity", "mean_nll",
+                  "quality_score", "density", "sampling_weight")
+FEATURES_FILE = "features.json"  # selected/features.json: the records' schema
+NUM_TOKENS = "num_tokens"
+TARGETS = "targets"
+
+
+def tf_example(doc: Document, rank: int, tokens=None) -> bytes:
+  """A tf.train.Example: id, text (bytes), rank (int64), every score of SCORE_FEATURES
+  (float; NaN when not computed), and with `tokens`, targets (int64 list) and num_tokens."""
   import tensorflow as tf
+
+  def floats(v):
+    return tf.train.Feature(float_list=tf.train.FloatList(value=[v]))
+
+  def ints(values):
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
   feature = {
       "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[doc.id.encode("utf-8")])),
       "text": tf.train.Feature(bytes_list=tf.train.BytesList(
           value=[doc.text.encode("utf-8")])),
-      "rank": tf.train.Feature(int64_list=tf.train.Int64List(value=[rank])),
+      "rank": ints([rank]),
   }
-  for name, value in sorted(doc.scores.items()):
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-      feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
+  for name in SCORE_FEATURES:
+    value = doc.scores.get(name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    feature[name] = floats(float(value) if ok else float("nan"))
+  if tokens is not None:
+    feature[TARGETS] = ints(tokens)
+    feature[NUM_TOKENS] = ints([len(tokens)])
   return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def features_spec(tokenized: bool) -> Dict[str, Dict[str, Any]]:
+  """selected/features.json: each feature's type and shape ([] a scalar, [null] a
+  variable-length list), as tf.io parsing specs need them."""
+  spec = {"id": {"dtype": "string", "shape": []}, "text": {"dtype": "string", "shape": []},
+          "rank": {"dtype": "int64", "shape": []}}
+  for name in SCORE_FEATURES:
+    spec[name] = {"dtype": "float32", "shape": [], "missing": "NaN"}
+  if tokenized:
+    spec[TARGETS] = {"dtype": "int64", "shape": [None]}
+    spec[NUM_TOKENS] = {"dtype": "int64", "shape": []}
+  return spec
 
 
 def partition_file_name(start: int, count: int) -> str:
@@ -56,28 +91,43 @@ def partition_file_name(start: int, count: int) -> str:
 
 
 class _WritePartition(beam.DoFn):
-  """Writes one ranked partition; emits (Document, rank) for the scores output.
+  """Writes one ranked partition; emits (Document, rank) for the scores output (with
+  num_tokens among its scores when tokenizing).
 
   Written to a temporary name and renamed, so a retried bundle never leaves a partial
   file under the final name.
   """
 
-  def __init__(self, directory: str):
+  def __init__(self, directory: str, tokenizer: Optional[str] = None,
+               append_eos: bool = False):
     self._dir = directory
+    self._tokenizer_path = tokenizer
+    self._append_eos = append_eos
+
+  def setup(self):
+    self._tokenizer = None
+    self._tokens = counter(SELECTED_TOKENS)
+    if self._tokenizer_path:
+      from transforms.tokenize import load_tokenizer
+      self._tokenizer = load_tokenizer(self._tokenizer_path, self._append_eos)
 
   def process(self, element: Tuple[int, List[Tuple[int, Document]]]):
     stage_clock("write_selected")
     start, ranked = element
+    tokens = ([None] * len(ranked) if self._tokenizer is None
+              else self._tokenizer.tokenize([doc.text for _, doc in ranked]))
     final = FileSystems.join(self._dir, partition_file_name(start, len(ranked)))
     tmp = f"{final}.tmp-{uuid.uuid4().hex}"
     with FileSystems.create(tmp) as f:
-      for rank, doc in ranked:
-        _TFRecordUtil.write_record(f, tf_example(doc, rank))
+      for (rank, doc), ids in zip(ranked, tokens):
+        _TFRecordUtil.write_record(f, tf_example(doc, rank, ids))
     if FileSystems.exists(final):
       FileSystems.delete([final])
     FileSystems.rename([tmp], [final])
-    for rank, doc in ranked:
-      yield doc, rank
+    if self._tokenizer is not None:
+      self._tokens.inc(sum(len(ids) for ids in tokens))
+    for (rank, doc), ids in zip(ranked, tokens):
+      yield (doc, rank) if ids is None else (doc.with_scores(**{NUM_TOKENS: len(ids)}), rank)
 
 
 def _is_error_column(name: str) -> bool:
@@ -183,19 +233,26 @@ class WriteOutputs(beam.PTransform):
   """
 
   def __init__(self, output: str, scores_format: str = "jsonl",
-               score_names: Sequence[str] = ()):
+               score_names: Sequence[str] = (), tokenizer: Optional[str] = None,
+               append_eos: bool = False):
     super().__init__()
     if scores_format not in SCORES_FORMATS:
       raise ValueError(f"scores_format must be one of {SCORES_FORMATS}, "
                        f"not {scores_format!r}")
     self._output = output
+    self._tokenizer, self._append_eos = tokenizer, append_eos
     # Built here, so that bad score names fail when the pipeline is built, not on a worker.
     self._schema = scores_schema(score_names) if scores_format == "parquet" else None
 
   def expand(self, pcolls):
     out = self._output
+    selected_dir = FileSystems.join(out, SELECTED_DIR)
     selected = pcolls["ranked"] | "WriteRankedTFRecords" >> beam.ParDo(
-        _WritePartition(FileSystems.join(out, SELECTED_DIR)))
+        _WritePartition(selected_dir, self._tokenizer, self._append_eos))
+    spec = features_spec(self._tokenizer is not None)
+    schema = (pcolls["ranked"].pipeline | "SchemaFile" >> beam.Create([spec])
+              | "WriteSchema" >> beam.Map(
+                  lambda s: write_json_atomic(FileSystems.join(selected_dir, FEATURES_FILE), s)))
     to_row = score_row if self._schema is None else score_record
     rows = (
         (selected | "SelectedRows" >> beam.MapTuple(lambda d, r: to_row(d, True, r)),
@@ -215,7 +272,8 @@ class WriteOutputs(beam.PTransform):
                 | "WriteRejected" >> beam.io.WriteToText(
                     FileSystems.join(out, REJECTED_DIR, "part"), file_name_suffix=".jsonl"))
     # What finishes when each output is complete (for a step that must run after all).
-    return {"selected": selected, "scores_files": scores, "rejected_files": rejected}
+    return {"selected": selected, "scores_files": scores, "rejected_files": rejected,
+            "schema_file": schema}
 
 
 # --- Staging and finalising a run ---------------------------------------------------------

@@ -1,0 +1,139 @@
+"""Training-ready output: one TFRecord schema for every sampler (the README's reader
+works on each), selected/features.json, and --tokenizer's targets equal to what
+SentencePiece itself produces."""
+import glob
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from apache_beam.testing.test_pipeline import TestPipeline
+
+from beam_pipelines import graph, samplers, select_data
+from beam_pipelines.options import JobConfig, parse_args
+from tests.test_run_safety import _main_error
+from tests.test_select_data import read_jsonl
+from transforms import write
+
+_WORDS = ("river stone cloud light tree wind history science water energy market city "
+          "school health music the a of and to in is was").split()
+
+
+def _corpus(path, n=30):
+  rng = np.random.default_rng(4)
+  os.makedirs(path, exist_ok=True)
+  with open(os.path.join(path, "d.jsonl"), "w") as f:
+    for i in range(n):
+      f.write(json.dumps({"id": f"d{i:03d}",
+                          "text": " ".join(rng.choice(_WORDS, 5 + 2 * i))}) + "\n")
+
+
+@pytest.fixture(scope="module")
+def spm_model(tmp_path_factory):
+  """A small SentencePiece model trained here (the `sentencepiece` trainer)."""
+  import sentencepiece as spm
+  d = tmp_path_factory.mktemp("spm")
+  rng = np.random.default_rng(0)
+  (d / "train.txt").write_text("\n".join(" ".join(rng.choice(_WORDS, 30))
+                                         for _ in range(300)))
+  spm.SentencePieceTrainer.train(input=str(d / "train.txt"), model_prefix=str(d / "m"),
+                                 vocab_size=40, model_type="unigram", minloglevel=2)
+  return str(d / "m.model")
+
+
+def _run(tmp_path, name, *extra):
+  out = str(tmp_path / name)
+  metrics = select_data.run(
+      [f"--input={tmp_path}/in/*.jsonl", f"--output={out}", "--id_field=id",
+       "--keep_count=10", "--cache=none", "--report=false", *extra],
+      test_pipeline=TestPipeline(runner="FnApiRunner"))
+  return out, metrics
+
+
+def _readme_reader(out):
+  """The README's read-back snippet, run as written on `out`."""
+  readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read()
+  code = readme.split("Reading them back:", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+  code = re.sub(r"^  ", "", code, flags=re.M).replace("out/example", out)
+  scope = {}
+  exec(code, scope)  # pylint: disable=exec-used
+  return list(scope["ds"])
+
+
+def test_every_sampler_writes_the_same_features(tmp_path, tiny_bert_dir):
+  _corpus(str(tmp_path / "in"))
+  outs = [_run(tmp_path, "random", "--sampler=random")[0],
+          _run(tmp_path, "density", "--sampler=density", f"--embedding_model={tiny_bert_dir}",
+               "--device=cpu", "--sketch_rows=32", "--sketch_buckets=256")[0]]
+  for out in outs:
+    rows = _readme_reader(out)
+    assert [int(r["rank"]) for r in rows] == list(range(10))
+    assert all(np.isnan(r["ask_llm_score"].numpy()) for r in rows)  # not computed: NaN
+    spec = json.load(open(os.path.join(out, "selected", write.FEATURES_FILE)))
+    assert spec == write.features_spec(tokenized=False)
+    record = next(iter(tf.data.TFRecordDataset(
+        sorted(glob.glob(os.path.join(out, "selected", "*.tfrecord"))))))
+    example = tf.train.Example.FromString(record.numpy())
+    assert set(example.features.feature) == set(spec)
+  density = tf.data.TFRecordDataset(sorted(glob.glob(f"{outs[1]}/selected/*.tfrecord")))
+  parsed = tf.io.parse_single_example(next(iter(density)), {
+      "density": tf.io.FixedLenFeature([], tf.float32)})
+  assert parsed["density"].numpy() >= 1.0  # computed where the sampler computes it
+
+
+def test_every_score_the_job_computes_is_a_feature():
+  for name in samplers.SAMPLERS:
+    args, _ = parse_args(["--input=x", "--output=y", f"--sampler={name}",
+                          *(["--teacher_fraction=0.1"] if "quality_head" in name else [])])
+    names = graph.score_names(JobConfig.from_args(args))
+    assert {n for n in names if not n.endswith("_error")} <= set(write.SCORE_FEATURES), name
+
+
+def test_tokenizer_targets_are_sentencepieces_own(tmp_path, spm_model):
+  import sentencepiece as spm
+  sp = spm.SentencePieceProcessor(model_file=spm_model)
+  _corpus(str(tmp_path / "in"))
+  out, metrics = _run(tmp_path, "tok", "--sampler=random", f"--tokenizer={spm_model}",
+                      "--append_eos")
+  spec = {"text": tf.io.FixedLenFeature([], tf.string),
+          "rank": tf.io.FixedLenFeature([], tf.int64),
+          "num_tokens": tf.io.FixedLenFeature([], tf.int64),
+          "targets": tf.io.RaggedFeature(tf.int64)}
+  files = sorted(glob.glob(os.path.join(out, "selected", "*.tfrecord")))
+  rows = list(tf.data.TFRecordDataset(files).map(lambda r: tf.io.parse_single_example(r, spec)))
+  assert [int(r["rank"]) for r in rows] == list(range(10))
+  total = 0
+  for r in rows:
+    text = r["text"].numpy().decode()
+    targets = r["targets"].numpy().tolist()
+    assert targets == sp.encode(text) + [sp.eos_id()]
+    assert sp.decode(targets[:-1]) == text  # whole: nothing truncated
+    assert int(r["num_tokens"]) == len(targets)
+    total += len(targets)
+  assert metrics["counts"]["selected_tokens"] == total
+  scores = read_jsonl(os.path.join(out, "scores", "*.jsonl"))
+  assert sum(s["num_tokens"] for s in scores if s["selected"]) == total
+  assert all("num_tokens" not in s for s in scores if not s["selected"])
+  spec_file = json.load(open(os.path.join(out, "selected", write.FEATURES_FILE)))
+  assert spec_file["targets"] == {"dtype": "int64", "shape": [None]}
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: str(d / "missing.model"), "cannot be read"),
+    (lambda d: (d / "words.txt").write_text("not a model\n") and str(d / "words.txt"),
+     "is not a SentencePiece model file"),
+])
+def test_a_bad_tokenizer_is_one_error_line(tmp_path, capsys, make, message):
+  _corpus(str(tmp_path / "in"))
+  err = _main_error([f"--input={tmp_path}/in/*.jsonl", f"--output={tmp_path}/o",
+                     "--sampler=random", f"--tokenizer={make(tmp_path)}"], capsys)
+  assert message in err and not (tmp_path / "o").exists()
+
+
+def test_append_eos_needs_a_tokenizer(tmp_path, capsys):
+  _corpus(str(tmp_path / "in"))
+  err = _main_error([f"--input={tmp_path}/in/*.jsonl", f"--output={tmp_path}/o",
+                     "--sampler=random", "--append_eos"], capsys)
+  assert "--append_eos needs --tokenizer" in err

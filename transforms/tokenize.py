@@ -1,0 +1,74 @@
+"""Tokenising the selected documents for training (--tokenizer): a SentencePiece model
+applied with tensorflow-text, whose ids become the `targets` feature (the seqio / T5X
+name) and `num_tokens`. Text is never truncated here.
+
+The model file is read once per worker process (local or gs://) and kept as bytes;
+tensorflow-text's op tokenizes a batch of texts in one call.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+# Texts per tensorflow-text call: large enough to amortise the op's overhead, small
+# enough that one call's ragged result stays small.
+_BATCH = 256
+# A SentencePiece model is a few hundred KB to a few MB; anything past this is not one.
+_MAX_MODEL_BYTES = 64 * 1024 * 1024
+
+
+class TokenizerError(ValueError):
+  """--tokenizer cannot be used (missing, unreadable, not a SentencePiece model)."""
+
+
+def read_model(path: str) -> bytes:
+  try:
+    with FileSystems.open(path) as f:
+      data = f.read(_MAX_MODEL_BYTES + 1)
+  except Exception as e:  # pylint: disable=broad-except
+    raise TokenizerError(f"--tokenizer {path} cannot be read: "
+                         f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
+  if len(data) > _MAX_MODEL_BYTES:
+    raise TokenizerError(f"--tokenizer {path} is over {_MAX_MODEL_BYTES >> 20} MB: not a "
+                         "SentencePiece model file")
+  return data
+
+
+class SentencePieceTokenizer:
+  """Texts in, token id arrays out (int64), with the model's end-of-sequence id appended
+  when `append_eos`."""
+
+  def __init__(self, model: bytes, append_eos: bool = False):
+    import tensorflow_text as tf_text
+    self._tokenizer = tf_text.SentencepieceTokenizer(model=model, out_type="int32",
+                                                     add_eos=append_eos)
+
+  def tokenize(self, texts: Sequence[str]) -> List[np.ndarray]:
+    out: List[np.ndarray] = []
+    for i in range(0, len(texts), _BATCH):
+      ragged = self._tokenizer.tokenize(list(texts[i:i + _BATCH]))
+      values = ragged.flat_values.numpy().astype(np.int64)
+      splits = ragged.row_splits.numpy()
+      out.extend(values[a:b] for a, b in zip(splits[:-1], splits[1:]))
+    return out
+
+  def vocab_size(self) -> int:
+    return int(self._tokenizer.vocab_size().numpy())
+
+
+def load_tokenizer(path: str, append_eos: bool = False) -> SentencePieceTokenizer:
+  """The tokenizer at `path`, checked on a short text; raises TokenizerError with a
+  one-line reason."""
+  model = read_model(path)
+  try:
+    tokenizer = SentencePieceTokenizer(model, append_eos)
+    ids = tokenizer.tokenize(["a check"])[0]
+  except Exception as e:  # pylint: disable=broad-except
+    raise TokenizerError(f"--tokenizer {path} is not a SentencePiece model file "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+  if append_eos and (ids.size == 0 or ids[-1] < 0):
+    raise TokenizerError(f"--tokenizer {path} has no end-of-sequence id: drop "
+                         "--append_eos or use a model trained with one")
+  return tokenizer
