@@ -65,7 +65,8 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
   read = p | "ReadDocuments" >> read_lib.ReadDocuments(
       job.patterns, input_format=job.input_format, text_field=job.text_field,
       id_field=job.id_field, max_doc_bytes=job.max_doc_bytes,
-      keep_fields=[job.teacher_field] if job.teacher_field else [])
+      keep_fields=[job.teacher_field] if job.teacher_field else [],
+      copy_fields=job.keep_fields)
   docs = read["documents"]
   total = beam.pvalue.AsSingleton(docs | "CountValid" >> beam.combiners.Count.Globally())
   model_args = dict(batch_tokens=job.batch_tokens, large_model=job.large_model,
@@ -119,7 +120,8 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
              | "WriteOutputs" >> WriteOutputs(staging, scores_format=job.scores_format,
                                               score_names=score_names(job),
                                               tokenizer=job.tokenizer,
-                                              append_eos=job.append_eos))
+                                              append_eos=job.append_eos,
+                                              kept_fields=job.keep_fields))
   written.extend(outputs.values())
   if job.report:
     written.append(_report_statistics(job, outputs["selected"], rest, read["rejected"],

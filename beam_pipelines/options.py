@@ -20,7 +20,7 @@ from models.ask_llm import AskLLMConfig
 from models.embeddings import EmbeddingConfig
 from models.prompts import PROMPTS, resolve_prompt
 from transforms import sketch_hashing
-from transforms.records import INPUT_FORMATS
+from transforms.records import INPUT_FORMATS, SCORE_FEATURES
 from transforms.sketch_hashing import SketchOptions
 
 # Nothing here imports Apache Beam (or anything that does) at module level: --help and a
@@ -114,6 +114,22 @@ def _bool(value: str) -> bool:
 _FLAG = dict(nargs="?", const=True, default=False, type=_bool, metavar="true|false")
 
 
+# Names a copied input field cannot take: the outputs' own columns and features.
+_RESERVED_FIELDS = ("id", "text", "rank", "source", "selected", "targets", "num_tokens",
+                    "other_scores") + SCORE_FEATURES
+
+
+def _field_names(value: str) -> Tuple[str, ...]:
+  names = tuple(n.strip() for n in value.split(",") if n.strip())
+  clash = [n for n in names if n in _RESERVED_FIELDS or n.endswith("_error")]
+  if clash:
+    raise argparse.ArgumentTypeError(
+        f"{', '.join(clash)}: the outputs already have a column of that name")
+  if len(set(names)) != len(names):
+    raise argparse.ArgumentTypeError("a field is named twice")
+  return names
+
+
 def _groups(value: str):
   if value == "auto":
     return None
@@ -191,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "are tokenized with tensorflow-text and written with `targets` "
                        "(int64 ids, the seqio/T5X feature) and `num_tokens`; the text is "
                        "never truncated. Default: none.")
+  tk.add_argument("--keep_fields", type=_field_names, default=(),
+                  help="Comma-separated input fields to copy into selected/ (a string "
+                       "feature: strings as they are, numbers, booleans, lists and objects "
+                       "as JSON text, a missing field as the empty string) and scores/ (as "
+                       "they are; null when missing), e.g. url,edu_score. Default: none.")
   tk.add_argument("--append_eos", **_FLAG,
                   help="With --tokenizer: end every document's targets with the model's "
                        "end-of-sequence id.")
@@ -616,6 +637,7 @@ class JobConfig:
   report: bool = True
   tokenizer: Optional[str] = None
   append_eos: bool = False
+  keep_fields: Tuple[str, ...] = ()
   # The options as given (for metrics.json and the launch log).
   options: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -644,7 +666,7 @@ class JobConfig:
         cache_flush_seconds=args.cache_flush_seconds,
         scores_format=scores_format(args.scores_format, args.output),
         progress_interval=args.progress_interval, report=args.report,
-        tokenizer=args.tokenizer, append_eos=args.append_eos,
+        tokenizer=args.tokenizer, append_eos=args.append_eos, keep_fields=args.keep_fields,
         options=dict(vars(args)))
 
   @property

@@ -137,3 +137,68 @@ def test_append_eos_needs_a_tokenizer(tmp_path, capsys):
   err = _main_error([f"--input={tmp_path}/in/*.jsonl", f"--output={tmp_path}/o",
                      "--sampler=random", "--append_eos"], capsys)
   assert "--append_eos needs --tokenizer" in err
+
+
+def test_keep_fields_are_copied_to_every_output(tmp_path):
+  import pyarrow.parquet as pq
+  os.makedirs(tmp_path / "in")
+  rows = []
+  for i in range(12):
+    row = {"id": f"k{i:02d}", "text": f"document {i} on rivers and stones", "url": f"u/{i}",
+           "edu": i % 4, "flag": i % 2 == 0, "meta": {"lang": "en", "n": [i]}}
+    if i % 3 == 0:
+      del row["url"]  # missing: empty, not an error
+    rows.append(row)
+  (tmp_path / "in" / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  by_id = {r["id"]: r for r in rows}
+  fields = ["url", "edu", "flag", "meta", "absent"]
+  out, _ = _run(tmp_path, "kf", "--sampler=random", f"--keep_fields={','.join(fields)}",
+                "--scores_format=parquet")
+  spec = json.load(open(os.path.join(out, "selected", write.FEATURES_FILE)))
+  assert all(spec[f]["dtype"] == "string" for f in fields)
+  parse = {"id": tf.io.FixedLenFeature([], tf.string),
+           **{f: tf.io.FixedLenFeature([], tf.string) for f in fields}}
+  files = sorted(glob.glob(os.path.join(out, "selected", "*.tfrecord")))
+  got = [{k: v.numpy().decode() for k, v in ex.items()} for ex in
+         tf.data.TFRecordDataset(files).map(lambda r: tf.io.parse_single_example(r, parse))]
+  assert len(got) == 10
+  for ex in got:
+    src = by_id[ex["id"]]
+    assert ex["url"] == src.get("url", "") and ex["absent"] == ""
+    assert ex["edu"] == json.dumps(src["edu"]) and ex["flag"] == json.dumps(src["flag"])
+    assert json.loads(ex["meta"]) == src["meta"]
+  table = pq.read_table(os.path.join(out, "scores")).to_pylist()
+  assert len(table) == 12
+  for row in table:
+    src = by_id[row["id"]]
+    assert row["url"] == src.get("url") and row["edu"] == str(src["edu"])
+    assert json.loads(row["meta"]) == src["meta"] and row["absent"] is None
+    assert row["other_scores"] is None
+
+
+def test_keep_fields_cannot_take_an_output_columns_name(tmp_path, capsys):
+  _corpus(str(tmp_path / "in"))
+  with pytest.raises(SystemExit) as e:
+    select_data.main([f"--input={tmp_path}/in/*.jsonl", f"--output={tmp_path}/o",
+                      "--keep_fields=url,rank"])
+  assert e.value.code == 2
+  assert "rank: the outputs already have a column of that name" in capsys.readouterr().err
+
+
+def test_kept_fields_of_each_input_format():
+  from transforms.records import RawRecord, parse_record
+  example = tf.train.Example(features=tf.train.Features(feature={
+      "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"some text"])),
+      "url": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"u/1"])),
+      "edu": tf.train.Feature(float_list=tf.train.FloatList(value=[2.5])),
+      "tags": tf.train.Feature(int64_list=tf.train.Int64List(value=[1, 2])),
+  })).SerializeToString()
+  names = ("url", "edu", "tags", "absent")
+  doc = parse_record(RawRecord("f:#0", example, "tfrecord"), copy_fields=names)
+  assert doc.extra == {"url": "u/1", "edu": 2.5, "tags": [1, 2], "absent": None}
+  doc = parse_record(RawRecord("f:1", b'{"text": "t", "url": null, "edu": 3}', "jsonl"),
+                     copy_fields=names)
+  assert doc.extra == {"url": None, "edu": 3, "tags": None, "absent": None}
+  doc = parse_record(RawRecord("f:1", b"plain text line", "text"), copy_fields=names)
+  assert doc.extra == dict.fromkeys(names)
+  assert write.kept_field_text(None) == "" and write.kept_field_text([1, "a"]) == '[1, "a"]'

@@ -289,9 +289,10 @@ class _ReadFileRecords(beam.DoFn):
 
 
 class _Validate(beam.DoFn):
-  def __init__(self, text_field, id_field, max_doc_bytes, keep_fields):
+  def __init__(self, text_field, id_field, max_doc_bytes, keep_fields, copy_fields=()):
     self._args = dict(text_field=text_field, id_field=id_field,
-                      max_doc_bytes=max_doc_bytes, keep_fields=tuple(keep_fields))
+                      max_doc_bytes=max_doc_bytes, keep_fields=tuple(keep_fields),
+                      copy_fields=tuple(copy_fields))
 
   def process(self, raw):
     stage_clock("read")
@@ -327,6 +328,7 @@ class ReadDocuments(beam.PTransform):
     id_field: optional field holding the document id (else a hash of the text).
     max_doc_bytes: longer records are rejected as too_large.
     keep_fields: numeric fields to carry on the Document (e.g. a teacher score).
+    copy_fields: fields copied as they are into Document.extra (--keep_fields).
 
   Returns:
     A dict with `documents` (valid Documents) and `rejected` (Rejected records).
@@ -334,7 +336,8 @@ class ReadDocuments(beam.PTransform):
 
   def __init__(self, patterns: Sequence[str], input_format: str = "auto",
                text_field: str = "text", id_field: Optional[str] = None,
-               max_doc_bytes: int = 10 * 1024 * 1024, keep_fields: Iterable[str] = ()):
+               max_doc_bytes: int = 10 * 1024 * 1024, keep_fields: Iterable[str] = (),
+               copy_fields: Iterable[str] = ()):
     super().__init__()
     self._patterns = list(patterns)
     self._format = input_format
@@ -342,6 +345,7 @@ class ReadDocuments(beam.PTransform):
     self._id_field = id_field
     self._max = max_doc_bytes
     self._keep = tuple(keep_fields)
+    self._copy = tuple(copy_fields)
 
   def expand(self, pbegin):
     files = (pbegin
@@ -355,7 +359,7 @@ class ReadDocuments(beam.PTransform):
     validated = (raw.raw
                  | "CountRead" >> beam.Map(_count_read)
                  | "Validate" >> beam.ParDo(_Validate(
-                     self._text_field, self._id_field, self._max, self._keep)
+                     self._text_field, self._id_field, self._max, self._keep, self._copy)
                  ).with_outputs(REJECTED_TAG, main="documents"))
     rejected = ((raw[REJECTED_TAG] | "CountReadRejected" >> beam.Map(_count_read),
                  validated[REJECTED_TAG])

@@ -31,6 +31,11 @@ INVALID_TEXT = "invalid_text"
 INVALID_RECORD = "invalid_record"
 
 EXCERPT_CHARS = 200
+# Every score the job can compute: each is a float feature of every selected record,
+# NaN where the run's sampler did not compute it, so that one reader works for every run
+# (tests/test_training_output.py checks that graph.score_names stays inside this list).
+SCORE_FEATURES = ("ask_llm_score", "p_yes", "p_no", "perplexity", "mean_nll",
+                  "quality_score", "density", "sampling_weight")
 # --input_format values (transforms/read.py reads them).
 INPUT_FORMATS = ("auto", "jsonl", "text", "tfrecord")
 
@@ -44,6 +49,8 @@ class Document:
   scores: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   # Extra numeric fields carried from the input record (e.g. a teacher score).
   fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  # Input fields copied to the outputs (--keep_fields): JSON values, None when missing.
+  extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   # The sentence embedding (float32 vector) while density is computed; dropped after.
   embedding: Any = dataclasses.field(default=None, compare=False, repr=False)
 
@@ -124,6 +131,28 @@ def _numeric_fields(obj: Mapping[str, Any], names) -> Dict[str, Any]:
   return out
 
 
+def _copied_fields(raw: RawRecord, names) -> Dict[str, Any]:
+  """The values of `names` in a valid record (None where missing): JSON values from JSON
+  Lines, from a tf.train.Example the feature's value (a list when it holds several)."""
+  if raw.fmt == "text":
+    return {name: None for name in names}
+  if raw.fmt == "tfrecord":
+    import tensorflow as tf
+    feats = tf.train.Example.FromString(raw.payload).features.feature
+    out = {}
+    for name in names:
+      f = feats.get(name)
+      values = []
+      if f is not None:
+        kind = f.WhichOneof("kind")
+        values = list(getattr(f, kind).value) if kind else []
+      values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values]
+      out[name] = None if not values else values[0] if len(values) == 1 else values
+    return out
+  obj = json.loads(raw.payload.decode("utf-8"))  # parsed before: valid
+  return {name: obj.get(name) for name in names}
+
+
 def unexpected(source: Any, payload: Any, error: BaseException) -> Rejected:
   """The rejection for an exception nobody foresaw (see INVALID_RECORD)."""
   return Rejected(str(source), INVALID_RECORD, excerpt(payload),
@@ -131,10 +160,16 @@ def unexpected(source: Any, payload: Any, error: BaseException) -> Rejected:
 
 
 def parse_record(raw: RawRecord, text_field: str = "text", id_field: Optional[str] = None,
-                 max_doc_bytes: int = 10 * 1024 * 1024, keep_fields=()):
-  """Turns a raw record into a Document or a Rejected. Never raises."""
+                 max_doc_bytes: int = 10 * 1024 * 1024, keep_fields=(), copy_fields=()):
+  """Turns a raw record into a Document or a Rejected. Never raises.
+
+  keep_fields: numeric fields carried for the job's own use (a teacher score);
+  copy_fields: fields copied as they are to the outputs (--keep_fields)."""
   try:
-    return _parse_record(raw, text_field, id_field, max_doc_bytes, keep_fields)
+    doc = _parse_record(raw, text_field, id_field, max_doc_bytes, keep_fields)
+    if copy_fields and isinstance(doc, Document):
+      doc = dataclasses.replace(doc, extra=_copied_fields(raw, copy_fields))
+    return doc
   except Exception as e:  # pylint: disable=broad-except
     return unexpected(getattr(raw, "source", ""), getattr(raw, "payload", b""), e)
 
@@ -248,6 +283,7 @@ def score_record(doc: Document, selected: bool, rank: Optional[int]) -> Dict[str
   # short to predict) is written as null.
   row.update({k: (v if not isinstance(v, float) or math.isfinite(v) else None)
               for k, v in doc.scores.items()})
+  row.update(doc.extra)
   row["selected"] = selected
   row["rank"] = rank
   return row

@@ -19,7 +19,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
 from transforms.metrics import SELECTED_TOKENS, counter, stage_clock
-from transforms.records import Document, Rejected, safe_str, score_record, score_row
+from transforms.records import (SCORE_FEATURES, Document, Rejected, safe_str, score_record,
+                                score_row)
 
 SELECTED_DIR = "selected"
 SCORES_DIR = "scores"
@@ -35,19 +36,25 @@ _ROW_COLUMNS = ("id", "source", "selected", "rank")
 OTHER_SCORES = "other_scores"
 
 
-# Every score the job can compute: each is a float feature of every selected record,
-# NaN where the run's sampler did not compute it, so that one reader works for every run
-# (tests/test_write.py checks that graph.score_names stays inside this list).
-SCORE_FEATURES = ("ask_llm_score", "p_yes", "p_no", "perplexity", "mean_nll",
-                  "quality_score", "density", "sampling_weight")
 FEATURES_FILE = "features.json"  # selected/features.json: the records' schema
 NUM_TOKENS = "num_tokens"
 TARGETS = "targets"
 
 
+def kept_field_text(value) -> str:
+  """A --keep_fields value as text: a string as it is, anything else as JSON text, a
+  missing field as the empty string."""
+  if value is None:
+    return ""
+  if isinstance(value, str):
+    return safe_str(value)
+  return safe_str(json.dumps(value, ensure_ascii=False, default=str))
+
+
 def tf_example(doc: Document, rank: int, tokens=None) -> bytes:
   """A tf.train.Example: id, text (bytes), rank (int64), every score of SCORE_FEATURES
-  (float; NaN when not computed), and with `tokens`, targets (int64 list) and num_tokens."""
+  (float; NaN when not computed), the --keep_fields (bytes, kept_field_text), and with
+  `tokens`, targets (int64 list) and num_tokens."""
   import tensorflow as tf
 
   def floats(v):
@@ -66,19 +73,25 @@ def tf_example(doc: Document, rank: int, tokens=None) -> bytes:
     value = doc.scores.get(name)
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     feature[name] = floats(float(value) if ok else float("nan"))
+  for name, value in doc.extra.items():
+    feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(
+        value=[kept_field_text(value).encode("utf-8")]))
   if tokens is not None:
     feature[TARGETS] = ints(tokens)
     feature[NUM_TOKENS] = ints([len(tokens)])
   return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def features_spec(tokenized: bool) -> Dict[str, Dict[str, Any]]:
+def features_spec(tokenized: bool, kept_fields: Sequence[str] = ()) -> Dict[str, Dict[str, Any]]:
   """selected/features.json: each feature's type and shape ([] a scalar, [null] a
   variable-length list), as tf.io parsing specs need them."""
   spec = {"id": {"dtype": "string", "shape": []}, "text": {"dtype": "string", "shape": []},
           "rank": {"dtype": "int64", "shape": []}}
   for name in SCORE_FEATURES:
     spec[name] = {"dtype": "float32", "shape": [], "missing": "NaN"}
+  for name in kept_fields:
+    spec[name] = {"dtype": "string", "shape": [], "missing": "",
+                  "encoding": "strings as they are, other values as JSON text"}
   if tokenized:
     spec[TARGETS] = {"dtype": "int64", "shape": [None]}
     spec[NUM_TOKENS] = {"dtype": "int64", "shape": []}
@@ -135,11 +148,13 @@ def _is_error_column(name: str) -> bool:
   return name.endswith("_error")
 
 
-def scores_schema(score_names: Sequence[str]) -> pa.Schema:
+def scores_schema(score_names: Sequence[str], text_columns: Sequence[str] = ()) -> pa.Schema:
   """The columns of a Parquet scores/: id, source, one per name in `score_names` (float64;
-  string for `*_error`), selected, rank, and other_scores: a JSON object of the scores of a
-  row that have no column (null when there are none)."""
-  names = list(score_names)
+  string for `*_error`), one string column per name in `text_columns` (--keep_fields),
+  selected, rank, and other_scores: a JSON object of the scores of a row that have no
+  column (null when there are none)."""
+  names = list(score_names) + list(text_columns)
+  texts = set(text_columns)
   clash = sorted(set(names) & set(_ROW_COLUMNS + (OTHER_SCORES,)))
   repeated = sorted({n for n in names if names.count(n) > 1})
   if clash or repeated:
@@ -148,7 +163,8 @@ def scores_schema(score_names: Sequence[str]) -> pa.Schema:
   return pa.schema(
       [pa.field("id", pa.string(), nullable=False),
        pa.field("source", pa.string(), nullable=False)]
-      + [pa.field(n, pa.string() if _is_error_column(n) else pa.float64()) for n in names]
+      + [pa.field(n, pa.string() if _is_error_column(n) or n in texts else pa.float64())
+         for n in names]
       + [pa.field("selected", pa.bool_(), nullable=False), pa.field("rank", pa.int64()),
          pa.field(OTHER_SCORES, pa.string())])
 
@@ -170,15 +186,21 @@ def _cell(name: str, value) -> Tuple[bool, Any]:
   return False, None
 
 
-def parquet_row(record: Mapping[str, Any], schema_names: Sequence[str]) -> Dict[str, Any]:
+def parquet_row(record: Mapping[str, Any], schema_names: Sequence[str],
+                text_columns: Sequence[str] = ()) -> Dict[str, Any]:
   """A score_record as a row of scores_schema (whose column names are `schema_names`). A
   missing score is null; a score without a column, or one its column cannot hold, goes
-  into other_scores, so nothing is lost and no row fails the write."""
+  into other_scores, so nothing is lost and no row fails the write. `text_columns` (the
+  --keep_fields) hold kept_field_text, null when missing."""
   row = {name: record[name] for name in _ROW_COLUMNS}
   columns = [n for n in schema_names if n not in _ROW_COLUMNS and n != OTHER_SCORES]
   known = set(columns).union(_ROW_COLUMNS)
   other = {k: v for k, v in record.items() if k not in known}
   for name in columns:
+    if name in text_columns:
+      value = record.get(name)
+      row[name] = None if value is None else kept_field_text(value)
+      continue
     fits, row[name] = _cell(name, record.get(name))
     if not fits:
       other[name] = record[name]
@@ -234,22 +256,24 @@ class WriteOutputs(beam.PTransform):
 
   def __init__(self, output: str, scores_format: str = "jsonl",
                score_names: Sequence[str] = (), tokenizer: Optional[str] = None,
-               append_eos: bool = False):
+               append_eos: bool = False, kept_fields: Sequence[str] = ()):
     super().__init__()
     if scores_format not in SCORES_FORMATS:
       raise ValueError(f"scores_format must be one of {SCORES_FORMATS}, "
                        f"not {scores_format!r}")
     self._output = output
     self._tokenizer, self._append_eos = tokenizer, append_eos
+    self._kept = tuple(kept_fields)
     # Built here, so that bad score names fail when the pipeline is built, not on a worker.
-    self._schema = scores_schema(score_names) if scores_format == "parquet" else None
+    self._schema = (scores_schema(score_names, kept_fields) if scores_format == "parquet"
+                    else None)
 
   def expand(self, pcolls):
     out = self._output
     selected_dir = FileSystems.join(out, SELECTED_DIR)
     selected = pcolls["ranked"] | "WriteRankedTFRecords" >> beam.ParDo(
         _WritePartition(selected_dir, self._tokenizer, self._append_eos))
-    spec = features_spec(self._tokenizer is not None)
+    spec = features_spec(self._tokenizer is not None, self._kept)
     schema = (pcolls["ranked"].pipeline | "SchemaFile" >> beam.Create([spec])
               | "WriteSchema" >> beam.Map(
                   lambda s: write_json_atomic(FileSystems.join(selected_dir, FEATURES_FILE), s)))
@@ -265,7 +289,7 @@ class WriteOutputs(beam.PTransform):
       schema = self._schema
       # A file sink (temp dir, then finalisation), so a retried bundle leaves no duplicate
       # rows. Snappy: pyarrow's own default, and every Parquet reader has it.
-      scores = (rows | "ParquetScoreRows" >> beam.Map(parquet_row, schema.names)
+      scores = (rows | "ParquetScoreRows" >> beam.Map(parquet_row, schema.names, self._kept)
                 | "WriteScoresParquet" >> beam.io.WriteToParquet(
                     prefix, schema=schema, codec="snappy", file_name_suffix=".parquet"))
     rejected = (pcolls["rejected"] | "RejectedJson" >> beam.Map(Rejected.to_json)

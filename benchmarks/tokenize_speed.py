@@ -1,0 +1,80 @@
+"""Tokenization throughput of --tokenizer's code path against sentencepiece's own encoder.
+
+Trains a SentencePiece model (unigram, --vocab_size) on the first half of the WebOrganizer
+dev documents, then tokenizes the other half, in the same process and session:
+1. the job's path: transforms/tokenize.SentencePieceTokenizer (tensorflow-text, batches
+   of 256 texts, as the writing DoFn calls it);
+2. sentencepiece's Python encoder, one `encode(list)` call per batch of 256.
+Both are checked to give the same ids. Prints documents/s and tokens/s of each and the
+ratio (best of --repeats runs each, alternating).
+
+    .venv/bin/python benchmarks/tokenize_speed.py [--data PATH] [--vocab_size 8000]
+        [--repeats 3]
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+DEFAULT_DATA = os.path.join(REPO, "..", "shared", "data", "weborganizer_topics_dev.jsonl")
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--data", default=DEFAULT_DATA)
+  ap.add_argument("--vocab_size", type=int, default=8000)
+  ap.add_argument("--repeats", type=int, default=3)
+  args = ap.parse_args()
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  import sentencepiece as spm
+  from transforms.tokenize import SentencePieceTokenizer, _BATCH
+
+  texts = [json.loads(line)["text"] for line in open(args.data) if line.strip()]
+  train, test = texts[:len(texts) // 2], texts[len(texts) // 2:]
+  with tempfile.TemporaryDirectory() as d:
+    with open(os.path.join(d, "train.txt"), "w") as f:
+      f.write("\n".join(t.replace("\n", " ") for t in train))
+    spm.SentencePieceTrainer.train(input=os.path.join(d, "train.txt"),
+                                   model_prefix=os.path.join(d, "m"),
+                                   vocab_size=args.vocab_size, model_type="unigram",
+                                   minloglevel=2)
+    model = open(os.path.join(d, "m.model"), "rb").read()
+  sp = spm.SentencePieceProcessor(model_proto=model)
+  tft = SentencePieceTokenizer(model)
+
+  def run_tf():
+    return [ids.tolist() for ids in tft.tokenize(test)]
+
+  def run_sp():
+    out = []
+    for i in range(0, len(test), _BATCH):
+      out.extend(sp.encode(test[i:i + _BATCH]))
+    return out
+
+  run_tf()  # warm up (graph tracing)
+  times = {"tensorflow_text": [], "sentencepiece": []}
+  ids = {}
+  for _ in range(args.repeats):
+    for name, fn in (("tensorflow_text", run_tf), ("sentencepiece", run_sp)):
+      start = time.perf_counter()
+      ids[name] = fn()
+      times[name].append(time.perf_counter() - start)
+  assert ids["tensorflow_text"] == ids["sentencepiece"], "the two encoders disagree"
+  tokens = sum(len(x) for x in ids["sentencepiece"])
+  result = {"documents": len(test), "tokens": tokens, "vocab_size": args.vocab_size,
+            "same_ids": True}
+  for name, ts in times.items():
+    best = min(ts)
+    result[name] = {"docs_per_s": round(len(test) / best, 1),
+                    "tokens_per_s": round(tokens / best)}
+  result["tensorflow_text_over_sentencepiece"] = round(
+      min(times["sentencepiece"]) / min(times["tensorflow_text"]), 3)
+  print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+  main()
