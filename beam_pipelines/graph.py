@@ -143,11 +143,10 @@ def report_score_names(job: JobConfig) -> List[str]:
 
 def _report_statistics(job: JobConfig, selected, rest, rejected, staging: str):
   """report.json: the statistics report.html is drawn from (transforms/report_stats.py)."""
-  outcomes = ((selected, rest | "NotSelectedOutcome" >> beam.Map(lambda d: (d, None)))
-              | "Outcomes" >> beam.Flatten())
-  stats = ({"outcomes": outcomes, "rejected": rejected}
+  stats = ({"selected": selected, "not_selected": rest, "rejected": rejected}
            | "ReportStatistics" >> ReportStatistics(
-               report_score_names(job), job.seed, job.sampler.order_key(job.seed),
+               report_score_names(job), job.seed,
+               job.sampler.order_key(job.seed) if job.sampler.order_name else None,
                job.sampler.ranked_by, job.sampler.higher_is_better,
                order_name=job.sampler.order_name))
   path = FileSystems.join(staging, REPORT_DATA_FILE)

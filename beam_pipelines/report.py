@@ -359,10 +359,8 @@ def _examples(stats: dict) -> str:
               ("first_not_selected", f"The best not selected by {by} (in the pool, not "
                                      "drawn)"),
               ("bottom", f"The bottom by {by}"))
-  else:
-    groups = (("top", "The first drawn"), ("last_selected", "The last drawn"),
-              ("first_not_selected", "The next in draw order (not selected)"),
-              ("bottom", "The last in draw order"))
+  else:  # a draw: no order among the documents not drawn
+    groups = (("top", "The first drawn"), ("last_selected", "The last drawn"))
   out = ["<h2 id='examples'>Examples</h2>"]
   for key, title in groups:
     items = stats["examples"].get(key) or []

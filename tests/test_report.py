@@ -19,7 +19,6 @@ from beam_pipelines import select_data
 from transforms import quality_head as qh
 from transforms import report_stats as rs
 from transforms.records import Document, Rejected
-from transforms.sampling import random_key
 
 
 def _docs(n=300, files=3):
@@ -51,7 +50,10 @@ def _stats(outcomes, rejected=(), workers=None):
   with tempfile.TemporaryDirectory() as tmp:
     path = os.path.join(tmp, "stats.json")
     with TestPipeline(runner="FnApiRunner", options=PipelineOptions(flags)) as p:
-      stats = ({"outcomes": p | "O" >> beam.Create(outcomes) | "R" >> beam.Reshuffle(),
+      selected = [(d, r) for d, r in outcomes if r is not None]
+      others = [d for d, r in outcomes if r is None]
+      stats = ({"selected": p | "S" >> beam.Create(selected) | "RS" >> beam.Reshuffle(),
+                "not_selected": p | "N" >> beam.Create(others) | "RN" >> beam.Reshuffle(),
                 "rejected": p | "Rej" >> beam.Create(list(rejected))}
                | rs.ReportStatistics(["s", "t"], seed=3, sort_key=_key, ranked_by="s"))
       assert_that(stats | beam.Map(lambda s: 1), lambda got: got == [1] or 1 / 0)
@@ -120,8 +122,14 @@ def test_summaries_merge_in_any_order(cuts, order):
   parts = []
   for a, b in zip(bounds[:-1], bounds[1:]):
     s = rs.Summary(["s", "t"])
+    rows = []
     for doc, rank in outcomes[a:b]:
-      s.add(doc, rank, [float(len(doc.text)), doc.scores["s"], doc.scores["t"]], 3, _key)
+      t = doc.scores["t"]
+      rows.append([float(rank is not None), float(len(doc.text)), doc.scores["s"],
+                   np.nan if t is None else t])
+      s.add(doc, rank, rows[-1], 3, _key)
+    if rows:
+      s.add_chunk(np.array(rows))
     parts.append(s.materialize())
 
   def merged(parts):
@@ -258,13 +266,9 @@ def test_report_false_writes_no_report_and_a_draw_marks_no_cutoff(tmp_path):
   assert stats["ranked_by"] is None and stats["cutoff"] is None
   assert list(stats["scores"]) == ["chars"]
   assert [e["rank"] for e in stats["examples"]["top"]] == [0, 1, 2, 3, 4]
-  # The bottom is the end of the draw order: the largest random keys.
-  rows = [json.loads(l) for name in sorted(os.listdir(tmp_path / "in"))
-          for l in open(tmp_path / "in" / name) if l.startswith("{\"")]
-  key = random_key(0)
-  docs = sorted((Document(r["id"], r["text"], "") for r in rows),
-                key=lambda d: key(d)[:2])
-  assert [e["id"] for e in stats["examples"]["bottom"]] == [d.id for d in docs[::-1][:5]]
+  assert [e["rank"] for e in stats["examples"]["last_selected"]] == [4, 3, 2, 1, 0]
+  # A draw's order says nothing of the documents not drawn: no such examples.
+  assert stats["examples"]["bottom"] == stats["examples"]["first_not_selected"] == []
   page = open(tmp_path / "b" / "report.html", encoding="utf-8").read()
   assert "The first drawn" in page
   assert "cutoff" not in page.split("id='examples'")[0].lower()

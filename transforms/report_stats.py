@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import zlib
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
@@ -80,33 +81,74 @@ class _Descending:
     return (_Descending, (self.key,))
 
 
-class _Bounded:
+class _Smallest:
   """The n smallest (key, item) pairs seen. Keys are unique (they end with the id and
-  source), so ties never compare items; an item may be a function that builds it, called
-  only for the few that are kept (Summary.materialize)."""
+  source), so ties never compare items. `wants` rejects most keys with one comparison,
+  so an item is built only for the few that are kept."""
 
   def __init__(self, n: int):
     self.n = n
     self.heap: List[Tuple[_Descending, Any]] = []  # a max-heap of the kept keys
+    self._worst = None  # the largest kept key, once n are kept
 
-  def add(self, key, item) -> None:
+  def wants(self, key) -> bool:
+    return self._worst is None or key < self._worst
+
+  def push(self, key, item) -> None:
     if len(self.heap) < self.n:
       heapq.heappush(self.heap, (_Descending(key), item))
-    elif key < self.heap[0][0].key:
+    else:
       heapq.heapreplace(self.heap, (_Descending(key), item))
+    if len(self.heap) == self.n:
+      self._worst = self.heap[0][0].key
+
+  def add(self, key, item) -> None:
+    if self.wants(key):
+      self.push(key, item)
 
   def items(self) -> List[Tuple[Any, Any]]:
+    """Smallest first."""
     return sorted(((d.key, item) for d, item in self.heap), key=lambda kv: kv[0])
 
 
-# The bounded lists of a Summary and their sizes.
-_LISTS = {"scatter": SCATTER_POINTS, "top": EXAMPLES, "last_selected": EXAMPLES,
-          "first_not_selected": EXAMPLES, "bottom": EXAMPLES}
+class _Largest(_Smallest):
+  """The n largest (key, item) pairs seen (a min-heap: no key wrapper)."""
+
+  def wants(self, key) -> bool:
+    return self._worst is None or key > self._worst
+
+  def push(self, key, item) -> None:
+    if len(self.heap) < self.n:
+      heapq.heappush(self.heap, (key, item))
+    else:
+      heapq.heapreplace(self.heap, (key, item))
+    if len(self.heap) == self.n:
+      self._worst = self.heap[0][0]
+
+  def items(self) -> List[Tuple[Any, Any]]:
+    """Largest first."""
+    return sorted(self.heap, key=lambda kv: kv[0], reverse=True)
+
+
+def _lists() -> Dict[str, _Smallest]:
+  """The bounded lists of a Summary: the scatter sample (smallest hash of (seed, id)),
+  the top (smallest ranks), the last selected (largest ranks), the first not selected
+  (smallest sort keys) and the bottom (largest sort keys)."""
+  return {"scatter": _Smallest(SCATTER_POINTS), "top": _Smallest(EXAMPLES),
+          "last_selected": _Largest(EXAMPLES), "first_not_selected": _Smallest(EXAMPLES),
+          "bottom": _Largest(EXAMPLES)}
+
+
+def scatter_key(seed: int, doc_id: str, source: str) -> tuple:
+  """Orders documents for the scatter sample: a CRC-32 of (seed, id) (cheap, and the
+  same on every runner), then the id and source (unique)."""
+  return (zlib.crc32(b"%d\x00report\x00" % seed + doc_id.encode("utf-8")), doc_id, source)
 
 
 class Summary:
   """A mergeable summary of (Document, rank) outcomes: what the per-bundle DoFn builds
-  and the global CombineFn merges. `columns` are CHARS then the score names."""
+  and the global CombineFn merges. `columns` are CHARS then the score names; counts,
+  characters and extremes are added a chunk of columns at a time (numpy)."""
 
   def __init__(self, names: Sequence[str]):
     self.names = list(names)
@@ -116,43 +158,60 @@ class Summary:
     self.files: Dict[str, List[int]] = {}           # file -> [documents, selected]
     self.low: Dict[Tuple[str, str], float] = {}     # (column, kept|dropped) -> min
     self.high: Dict[Tuple[str, str], float] = {}
-    self.lists = {name: _Bounded(n) for name, n in _LISTS.items()}
+    self.lists = _lists()
 
   @property
   def columns(self) -> List[str]:
     return [CHARS] + self.names
 
-  def add(self, doc: Document, rank: Optional[int], values: Sequence[Optional[float]],
-          seed: int, sort_key: Callable) -> None:
-    """`values`: the document's columns (length, then each score or None)."""
+  def add(self, doc: Document, rank: Optional[int], row: Sequence[float], seed: int,
+          sort_key: Callable) -> None:
+    """The per-document part: the input file's counts and the bounded lists. `row` is
+    the document's chunk row [selected, chars, score or NaN ...]."""
     kept = rank is not None
-    part = KEPT if kept else DROPPED
-    self.documents += 1
-    self.selected += kept
-    self.chars[0] += len(doc.text)
-    self.chars[1] += len(doc.text) if kept else 0
-    counts = self.files.setdefault(input_file(doc.source), [0, 0])
+    counts = self.files.get(input_file(doc.source))
+    if counts is None:
+      counts = self.files[input_file(doc.source)] = [0, 0]
     counts[0] += 1
     counts[1] += kept
-    for name, value in zip(self.columns, values):
-      if value is None:
-        continue
-      key = (name, part)
-      if value < self.low.get(key, math.inf):
-        self.low[key] = value
-      if value > self.high.get(key, -math.inf):
-        self.high[key] = value
     names, lists = self.names, self.lists
-    example = lambda: _example(doc, rank, names)  # noqa: E731  (built only if kept)
-    lists["scatter"].add((uniform_from_id(seed, "report\x00" + doc.id), doc.id, doc.source),
-                         [values[0], kept] + list(values[1:]))
-    order = sort_key(doc)
+
+    def example():
+      return _example(doc, rank, names)
+
+    key = scatter_key(seed, doc.id, doc.source)
+    if lists["scatter"].wants(key):
+      lists["scatter"].push(key, [row[1], kept]
+                            + [v if math.isfinite(v) else None for v in row[2:]])
     if kept:
-      lists["top"].add((rank,), example)
-      lists["last_selected"].add(_Descending((rank,)), example)
-    else:
-      lists["first_not_selected"].add(order, example)
-    lists["bottom"].add(_Descending(order), example)
+      if lists["top"].wants((rank,)):
+        lists["top"].push((rank,), example)
+      if lists["last_selected"].wants((rank,)):
+        lists["last_selected"].push((rank,), example)
+    if sort_key is None:
+      return
+    order = sort_key(doc)
+    if not kept and lists["first_not_selected"].wants(order):
+      lists["first_not_selected"].push(order, example)
+    if lists["bottom"].wants(order):
+      lists["bottom"].push(order, example)
+
+  def add_chunk(self, chunk: np.ndarray) -> None:
+    """Counts, characters and extremes of a chunk of rows."""
+    kept = chunk[:, 0] > 0
+    self.documents += len(chunk)
+    self.selected += int(kept.sum())
+    self.chars[0] += int(chunk[:, 1].sum())
+    self.chars[1] += int(chunk[kept, 1].sum())
+    for j, name in enumerate(self.columns):
+      col = chunk[:, 1 + j]
+      finite = np.isfinite(col)
+      for part, mask in ((KEPT, kept), (DROPPED, ~kept)):
+        values = col[mask & finite]
+        if values.size:
+          key = (name, part)
+          self.low[key] = min(float(values.min()), self.low.get(key, math.inf))
+          self.high[key] = max(float(values.max()), self.high.get(key, -math.inf))
 
   def materialize(self) -> "Summary":
     for bounded in self.lists.values():
@@ -182,9 +241,16 @@ class Summary:
     return self.__dict__
 
 
+def _number_or_nan(value) -> float:
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    return math.nan
+  return float(value)  # inf stays inf: np.isfinite drops it with NaN
+
+
 class _SummarizeBundle(beam.DoFn):
-  """Summarises a bundle of (Document, rank) outcomes; main output: one Summary per
-  bundle; output `columns`: float64 arrays [selected, chars, score...] of _CHUNK rows."""
+  """Summarises a bundle of outcomes: (Document, rank) for the selected, a Document for
+  the others. Main output: one Summary per bundle; output `columns`: float64 arrays
+  [selected, chars, score...] of at most _CHUNK rows."""
 
   def __init__(self, names: Sequence[str], seed: int, sort_key: Callable):
     self._names = list(names)
@@ -196,19 +262,21 @@ class _SummarizeBundle(beam.DoFn):
     self._rows: List[List[float]] = []
 
   def process(self, outcome):
-    doc, rank = outcome
-    values = [float(len(doc.text))] + [_finite(doc.scores.get(n)) for n in self._names]
-    self._summary.add(doc, rank, values, self._seed, self._sort_key)
-    self._rows.append([1.0 if rank is not None else 0.0]
-                      + [np.nan if v is None else v for v in values])
+    doc, rank = (outcome, None) if isinstance(outcome, Document) else outcome
+    scores = doc.scores
+    row = [0.0 if rank is None else 1.0, float(len(doc.text))]
+    row.extend([_number_or_nan(scores.get(n)) for n in self._names])
+    self._rows.append(row)
+    self._summary.add(doc, rank, row, self._seed, self._sort_key)
     if len(self._rows) >= _CHUNK:
       yield beam.pvalue.TaggedOutput("columns", self._flush())
 
   def _flush(self) -> np.ndarray:
-    rows = np.asarray(self._rows, dtype=np.float64).reshape(len(self._rows),
-                                                           2 + len(self._names))
+    chunk = np.asarray(self._rows, dtype=np.float64).reshape(len(self._rows),
+                                                            2 + len(self._names))
     self._rows = []
-    return rows
+    self._summary.add_chunk(chunk)
+    return chunk
 
   def finish_bundle(self):
     if self._rows:
@@ -365,7 +433,7 @@ def assemble(summary: Summary, quantiles: Dict[Tuple[str, str], list],
       "scatter": {"columns": [CHARS, "selected"] + list(names),
                   "points": [p for _, p in summary.lists["scatter"].items()]},
       "examples": {name: [item for _, item in summary.lists[name].items()]
-                   for name in _LISTS if name != "scatter"},
+                   for name in summary.lists if name != "scatter"},
       "rejected_examples": {reason: [item for _, item in sorted(items, key=lambda t: t[0])]
                             for reason, items in sorted(rejected.items())},
   }
@@ -380,7 +448,8 @@ class ReportStatistics(beam.PTransform):
     seed: the job's seed (the scatter sample and rejected excerpts are chosen by a hash
       of (seed, id), the same on every runner and worker count).
     sort_key: the order of the examples just past the cutoff and at the bottom
-      (ascending = better or drawn first: the sampler's key, or its quality pool's).
+      (ascending = better: the sampler's key, or its quality pool's); None: no such
+      examples (a draw's order says little about a document, and costs a hash each).
     ranked_by: the score the sampler ranks by (its cutoff is reported), None for draws.
     order_name: the score sort_key orders by (None: a draw order), for the page.
   """
@@ -398,15 +467,23 @@ class ReportStatistics(beam.PTransform):
 
   def expand(self, pcolls):
     names, seed = self._names, self._seed
-    parts = pcolls["outcomes"] | "SummarizeBundles" >> beam.ParDo(
-        _SummarizeBundle(names, seed, self._sort_key)).with_outputs("columns", main="summary")
-    summary = parts.summary | "MergeSummaries" >> beam.CombineGlobally(
-        _MergeSummaries(names))
-    quantiles = (parts.columns
+    # Each input is summarised where it is produced (fused there): the documents are
+    # never flattened into one PCollection, which would encode them all once more.
+    summaries, columns = [], []
+    for label, key in (("Selected", "selected"), ("NotSelected", "not_selected")):
+      parts = pcolls[key] | f"Summarize{label}" >> beam.ParDo(
+          _SummarizeBundle(names, seed, self._sort_key)).with_outputs("columns",
+                                                                      main="summary")
+      summaries.append(parts.summary)
+      columns.append(parts.columns)
+    summary = (summaries | "FlattenSummaries" >> beam.Flatten()
+               | "MergeSummaries" >> beam.CombineGlobally(_MergeSummaries(names)))
+    columns = columns | "FlattenColumns" >> beam.Flatten()
+    quantiles = (columns
                  | "ValueBatches" >> beam.FlatMap(_column_values, names)
                  | "Percentiles" >> beam.ApproximateQuantiles.PerKey(
                      101, input_batched=True))
-    histograms = (parts.columns
+    histograms = (columns
                   | "Bin" >> beam.ParDo(_Histograms(names),
                                         beam.pvalue.AsSingleton(summary))
                   | "SumBins" >> beam.CombineGlobally(_SumHistograms()))
