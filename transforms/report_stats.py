@@ -45,11 +45,6 @@ _LOG_SPAN = 100.0
 KEPT, DROPPED = "kept", "dropped"
 
 
-def input_file(source: str) -> str:
-  """The file of a record's source ("path:line", "path:#record", "path:after#record")."""
-  return source.rsplit(":", 1)[0]
-
-
 def _finite(value) -> Optional[float]:
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     return None
@@ -139,10 +134,9 @@ def _lists() -> Dict[str, _Smallest]:
           "bottom": _Largest(EXAMPLES)}
 
 
-def scatter_key(seed: int, doc_id: str, source: str) -> tuple:
-  """Orders documents for the scatter sample: a CRC-32 of (seed, id) (cheap, and the
-  same on every runner), then the id and source (unique)."""
-  return (zlib.crc32(b"%d\x00report\x00" % seed + doc_id.encode("utf-8")), doc_id, source)
+def scatter_seed(seed: int) -> int:
+  """The CRC-32 state the scatter hash of every id starts from."""
+  return zlib.crc32(b"%d\x00report\x00" % seed)
 
 
 class Summary:
@@ -165,36 +159,42 @@ class Summary:
     return [CHARS] + self.names
 
   def add(self, doc: Document, rank: Optional[int], row: Sequence[float], seed: int,
-          sort_key: Callable) -> None:
+          sort_key: Optional[Callable]) -> None:
     """The per-document part: the input file's counts and the bounded lists. `row` is
-    the document's chunk row [selected, chars, score or NaN ...]."""
+    the document's chunk row [selected, chars, score or NaN ...]; `seed` is
+    scatter_seed(--seed)."""
+    # The hottest code of the report (once per document): cheap tests first.
     kept = rank is not None
-    counts = self.files.get(input_file(doc.source))
+    source = doc.source  # "path:line", "path:#record" or "path:after#record"
+    i = source.rfind(":")
+    file = source[:i] if i >= 0 else source
+    counts = self.files.get(file)
     if counts is None:
-      counts = self.files[input_file(doc.source)] = [0, 0]
+      counts = self.files[file] = [0, 0]
     counts[0] += 1
     counts[1] += kept
-    names, lists = self.names, self.lists
-
-    def example():
-      return _example(doc, rank, names)
-
-    key = scatter_key(seed, doc.id, doc.source)
-    if lists["scatter"].wants(key):
-      lists["scatter"].push(key, [row[1], kept]
-                            + [v if math.isfinite(v) else None for v in row[2:]])
+    lists = self.lists
+    scatter = lists["scatter"]
+    # The scatter sample: a CRC-32 of (seed, id) (cheap, the same on every runner), then
+    # the id and source (unique); the tuple is built only for a hash that could enter.
+    h = zlib.crc32(doc.id.encode("utf-8"), seed)
+    if scatter._worst is None or h <= scatter._worst[0]:
+      key = (h, doc.id, source)
+      if scatter.wants(key):
+        scatter.push(key, [row[1], kept] + [v if math.isfinite(v) else None for v in row[2:]])
+    names = self.names
     if kept:
       if lists["top"].wants((rank,)):
-        lists["top"].push((rank,), example)
+        lists["top"].push((rank,), lambda: _example(doc, rank, names))
       if lists["last_selected"].wants((rank,)):
-        lists["last_selected"].push((rank,), example)
+        lists["last_selected"].push((rank,), lambda: _example(doc, rank, names))
     if sort_key is None:
       return
     order = sort_key(doc)
     if not kept and lists["first_not_selected"].wants(order):
-      lists["first_not_selected"].push(order, example)
+      lists["first_not_selected"].push(order, lambda: _example(doc, rank, names))
     if lists["bottom"].wants(order):
-      lists["bottom"].push(order, example)
+      lists["bottom"].push(order, lambda: _example(doc, rank, names))
 
   def add_chunk(self, chunk: np.ndarray) -> None:
     """Counts, characters and extremes of a chunk of rows."""
@@ -252,9 +252,9 @@ class _SummarizeBundle(beam.DoFn):
   the others. Main output: one Summary per bundle; output `columns`: float64 arrays
   [selected, chars, score...] of at most _CHUNK rows."""
 
-  def __init__(self, names: Sequence[str], seed: int, sort_key: Callable):
+  def __init__(self, names: Sequence[str], seed: int, sort_key: Optional[Callable]):
     self._names = list(names)
-    self._seed = seed
+    self._seed = scatter_seed(seed)
     self._sort_key = sort_key
 
   def start_bundle(self):
