@@ -121,7 +121,8 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
                                               score_names=score_names(job),
                                               tokenizer=job.tokenizer,
                                               append_eos=job.append_eos,
-                                              kept_fields=job.keep_fields))
+                                              kept_fields=job.keep_fields,
+                                              output_formats=job.output_formats))
   written.extend(outputs.values())
   if job.report:
     written.append(_report_statistics(job, outputs["selected"], rest, read["rejected"],

@@ -119,6 +119,19 @@ _RESERVED_FIELDS = ("id", "text", "rank", "source", "selected", "targets", "num_
                     "other_scores") + SCORE_FEATURES
 
 
+# --output_format values (transforms/write.py writes them).
+OUTPUT_FORMATS = ("tfrecord", "parquet", "jsonl")
+
+
+def _output_formats(value: str) -> Tuple[str, ...]:
+  formats = tuple(dict.fromkeys(f.strip() for f in value.split(",") if f.strip()))
+  unknown = [f for f in formats if f not in OUTPUT_FORMATS]
+  if unknown or not formats:
+    raise argparse.ArgumentTypeError(
+        f"{', '.join(unknown) or 'nothing'}: choose from {', '.join(OUTPUT_FORMATS)}")
+  return formats
+
+
 def _field_names(value: str) -> Tuple[str, ...]:
   names = tuple(n.strip() for n in value.split(",") if n.strip())
   clash = [n for n in names if n in _RESERVED_FIELDS or n.endswith("_error")]
@@ -207,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "are tokenized with tensorflow-text and written with `targets` "
                        "(int64 ids, the seqio/T5X feature) and `num_tokens`; the text is "
                        "never truncated. Default: none.")
+  tk.add_argument("--output_format", type=_output_formats, default=("tfrecord",),
+                  help="Format(s) of selected/, comma-separated: tfrecord "
+                       "(tf.train.Example), parquet, jsonl (gzip-compressed JSON Lines); "
+                       "each ranked the same way (file order, then record order, is rank "
+                       "order) with the same fields. Default: tfrecord.")
   tk.add_argument("--keep_fields", type=_field_names, default=(),
                   help="Comma-separated input fields to copy into selected/ (a string "
                        "feature: strings as they are, numbers, booleans, lists and objects "
@@ -638,6 +656,7 @@ class JobConfig:
   tokenizer: Optional[str] = None
   append_eos: bool = False
   keep_fields: Tuple[str, ...] = ()
+  output_formats: Tuple[str, ...] = ("tfrecord",)
   # The options as given (for metrics.json and the launch log).
   options: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -667,6 +686,7 @@ class JobConfig:
         scores_format=scores_format(args.scores_format, args.output),
         progress_interval=args.progress_interval, report=args.report,
         tokenizer=args.tokenizer, append_eos=args.append_eos, keep_fields=args.keep_fields,
+        output_formats=args.output_format,
         options=dict(vars(args)))
 
   @property

@@ -202,3 +202,43 @@ def test_kept_fields_of_each_input_format():
   doc = parse_record(RawRecord("f:1", b"plain text line", "text"), copy_fields=names)
   assert doc.extra == dict.fromkeys(names)
   assert write.kept_field_text(None) == "" and write.kept_field_text([1, "a"]) == '[1, "a"]'
+
+
+def test_every_output_format_is_ranked_the_same(tmp_path, spm_model):
+  import gzip
+  import pyarrow.parquet as pq
+  _corpus(str(tmp_path / "in"))
+  out, _ = _run(tmp_path, "fmt", "--sampler=random", "--docs_per_file=4",
+                "--output_format=tfrecord,parquet,jsonl", f"--tokenizer={spm_model}")
+  sel = os.path.join(out, "selected")
+
+  def files(ext):
+    found = sorted(glob.glob(os.path.join(sel, f"*{ext}")))
+    assert len(found) == 3  # 10 documents, at least 4 per file
+    return found
+  spec = {"id": tf.io.FixedLenFeature([], tf.string),
+          "rank": tf.io.FixedLenFeature([], tf.int64),
+          "targets": tf.io.RaggedFeature(tf.int64)}
+  tfr = [(r["id"].numpy().decode(), int(r["rank"]), r["targets"].numpy().tolist())
+         for r in tf.data.TFRecordDataset(files(".tfrecord")).map(
+             lambda r: tf.io.parse_single_example(r, spec))]
+  table = pq.read_table(files(".parquet")[0]).schema
+  assert table.field("targets").type == write.selected_schema(tokenized=True).field(
+      "targets").type
+  par = [(r["id"], r["rank"], r["targets"]) for f in files(".parquet")
+         for r in pq.read_table(f).to_pylist()]
+  jsl = [(r["id"], r["rank"], r["targets"]) for f in files(".jsonl.gz")
+         for r in map(json.loads, gzip.open(f, "rt", encoding="utf-8"))]
+  assert [r[1] for r in tfr] == list(range(10))
+  assert tfr == par == jsl
+  row = json.loads(gzip.open(files(".jsonl.gz")[0], "rt").readline())
+  assert row["ask_llm_score"] is None and set(row) == set(write.features_spec(True))
+
+
+def test_output_formats_agree_and_bad_ones_are_refused(tmp_path, capsys):
+  from beam_pipelines import options
+  assert options.OUTPUT_FORMATS == write.OUTPUT_FORMATS
+  with pytest.raises(SystemExit):
+    select_data.main([f"--input={tmp_path}/x", f"--output={tmp_path}/o",
+                      "--output_format=tfrecord,csv"])
+  assert "csv: choose from tfrecord, parquet, jsonl" in capsys.readouterr().err

@@ -5,6 +5,8 @@ file by a DoFn, named by its rank range: file order then record order is rank or
 """
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import math
 import numbers
@@ -15,6 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
@@ -98,9 +101,62 @@ def features_spec(tokenized: bool, kept_fields: Sequence[str] = ()) -> Dict[str,
   return spec
 
 
-def partition_file_name(start: int, count: int) -> str:
+# --output_format: the formats of selected/, each ranked the same way (options.py
+# declares the same names for the parser; tests/test_training_output.py checks them).
+OUTPUT_FORMATS = ("tfrecord", "parquet", "jsonl")
+_SUFFIXES = {"tfrecord": ".tfrecord", "parquet": ".parquet", "jsonl": ".jsonl.gz"}
+
+
+def partition_file_name(start: int, count: int, fmt: str = "tfrecord") -> str:
   # Zero-padded so that lexicographic file order is rank order.
-  return f"ranks-{start:012d}-{start + count - 1:012d}.tfrecord"
+  return f"ranks-{start:012d}-{start + count - 1:012d}{_SUFFIXES[fmt]}"
+
+
+def selected_row(doc: Document, rank: int, tokens=None) -> Dict[str, Any]:
+  """A selected record for Parquet and JSON Lines: the TFRecord's features with the
+  same values (a score not computed is null; kept fields as kept_field_text)."""
+  row = {"id": safe_str(doc.id), "text": safe_str(doc.text), "rank": rank}
+  for name in SCORE_FEATURES:
+    value = doc.scores.get(name)
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value))
+    row[name] = float(value) if ok else None
+  for name, value in doc.extra.items():
+    row[name] = kept_field_text(value)
+  if tokens is not None:
+    row[TARGETS] = [int(t) for t in tokens]
+    row[NUM_TOKENS] = len(tokens)
+  return row
+
+
+def selected_schema(kept_fields: Sequence[str] = (), tokenized: bool = False) -> pa.Schema:
+  """The Parquet schema of selected/ (the same columns as features_spec)."""
+  fields = [pa.field("id", pa.string(), nullable=False),
+            pa.field("text", pa.string(), nullable=False),
+            pa.field("rank", pa.int64(), nullable=False)]
+  fields += [pa.field(name, pa.float64()) for name in SCORE_FEATURES]
+  fields += [pa.field(name, pa.string()) for name in kept_fields]
+  if tokenized:
+    fields += [pa.field(TARGETS, pa.list_(pa.int64())), pa.field(NUM_TOKENS, pa.int64())]
+  return pa.schema(fields)
+
+
+def _encode_partition(fmt: str, rows, kept_fields, tokenized) -> bytes:
+  """One partition's file in `fmt`, records in rank order. rows: (doc, rank, tokens)."""
+  if fmt == "tfrecord":
+    out = io.BytesIO()
+    for doc, rank, ids in rows:
+      _TFRecordUtil.write_record(out, tf_example(doc, rank, ids))
+    return out.getvalue()
+  records = [selected_row(doc, rank, ids) for doc, rank, ids in rows]
+  if fmt == "parquet":
+    out = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(records, schema=selected_schema(kept_fields,
+                                                                         tokenized)),
+                   out, compression="snappy")
+    return out.getvalue()
+  lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+  return gzip.compress(lines.encode("utf-8"), mtime=0)
 
 
 class _WritePartition(beam.DoFn):
@@ -112,10 +168,13 @@ class _WritePartition(beam.DoFn):
   """
 
   def __init__(self, directory: str, tokenizer: Optional[str] = None,
-               append_eos: bool = False):
+               append_eos: bool = False, formats: Sequence[str] = ("tfrecord",),
+               kept_fields: Sequence[str] = ()):
     self._dir = directory
     self._tokenizer_path = tokenizer
     self._append_eos = append_eos
+    self._formats = tuple(formats)
+    self._kept = tuple(kept_fields)
 
   def setup(self):
     self._tokenizer = None
@@ -129,14 +188,13 @@ class _WritePartition(beam.DoFn):
     start, ranked = element
     tokens = ([None] * len(ranked) if self._tokenizer is None
               else self._tokenizer.tokenize([doc.text for _, doc in ranked]))
-    final = FileSystems.join(self._dir, partition_file_name(start, len(ranked)))
-    tmp = f"{final}.tmp-{uuid.uuid4().hex}"
-    with FileSystems.create(tmp) as f:
-      for (rank, doc), ids in zip(ranked, tokens):
-        _TFRecordUtil.write_record(f, tf_example(doc, rank, ids))
-    if FileSystems.exists(final):
-      FileSystems.delete([final])
-    FileSystems.rename([tmp], [final])
+    rows = [(doc, rank, ids) for (rank, doc), ids in zip(ranked, tokens)]
+    for fmt in self._formats:
+      data = _encode_partition(fmt, rows, self._kept, self._tokenizer is not None)
+      final = FileSystems.join(self._dir, partition_file_name(start, len(ranked), fmt))
+      if FileSystems.exists(final):
+        FileSystems.delete([final])
+      write_bytes_atomic(final, data)
     if self._tokenizer is not None:
       self._tokens.inc(sum(len(ids) for ids in tokens))
     for (rank, doc), ids in zip(ranked, tokens):
@@ -256,7 +314,8 @@ class WriteOutputs(beam.PTransform):
 
   def __init__(self, output: str, scores_format: str = "jsonl",
                score_names: Sequence[str] = (), tokenizer: Optional[str] = None,
-               append_eos: bool = False, kept_fields: Sequence[str] = ()):
+               append_eos: bool = False, kept_fields: Sequence[str] = (),
+               output_formats: Sequence[str] = ("tfrecord",)):
     super().__init__()
     if scores_format not in SCORES_FORMATS:
       raise ValueError(f"scores_format must be one of {SCORES_FORMATS}, "
@@ -264,6 +323,10 @@ class WriteOutputs(beam.PTransform):
     self._output = output
     self._tokenizer, self._append_eos = tokenizer, append_eos
     self._kept = tuple(kept_fields)
+    unknown = sorted(set(output_formats) - set(OUTPUT_FORMATS))
+    if unknown or not output_formats:
+      raise ValueError(f"output formats must be some of {OUTPUT_FORMATS}, not {unknown}")
+    self._formats = tuple(output_formats)
     # Built here, so that bad score names fail when the pipeline is built, not on a worker.
     self._schema = (scores_schema(score_names, kept_fields) if scores_format == "parquet"
                     else None)
@@ -272,7 +335,8 @@ class WriteOutputs(beam.PTransform):
     out = self._output
     selected_dir = FileSystems.join(out, SELECTED_DIR)
     selected = pcolls["ranked"] | "WriteRankedTFRecords" >> beam.ParDo(
-        _WritePartition(selected_dir, self._tokenizer, self._append_eos))
+        _WritePartition(selected_dir, self._tokenizer, self._append_eos, self._formats,
+                        self._kept))
     spec = features_spec(self._tokenizer is not None, self._kept)
     schema = (pcolls["ranked"].pipeline | "SchemaFile" >> beam.Create([spec])
               | "WriteSchema" >> beam.Map(
