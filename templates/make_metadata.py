@@ -31,6 +31,8 @@ TEMPLATE_NAME = "Ask-LLM pre-training data selection"
 # ending with a letter or digit.
 _BUCKET = r"[a-z0-9][-_.a-z0-9]*[a-z0-9]"
 _GCS_OBJECT = rf"gs://{_BUCKET}/[^,]+"
+from beam_pipelines.options import OUTPUT_FORMATS  # noqa: E402  (after the path set-up)
+_FORMAT = "(" + "|".join(OUTPUT_FORMATS) + ")"
 
 # Regexes by kind of option. Template parameters arrive as strings; these are at least as
 # strict as the job's own parsing, and stricter where a template run needs it (paths
@@ -50,6 +52,7 @@ REGEXES: Dict[str, str] = {
     "positive_float": r"^(0*[1-9][0-9]*(\.[0-9]*)?|0*\.[0-9]*[1-9][0-9]*)([eE][-+]?[0-9]+)?$",
     "float": r"^-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?$",
     "csv": r"^[^,]+(,[^,]+)*$",
+    "output_formats": rf"^{_FORMAT}(,{_FORMAT})*$",
 }
 
 # Options whose kind follows from their meaning rather than their argparse type.
@@ -59,6 +62,8 @@ NAME_KINDS = {
     "prompt": "prompt",
     "sketch_from": "gcs_path",
     "quality_head": "gcs_path",
+    "tokenizer": "gcs_path",
+    "output_format": "output_formats",
 }
 # Words a numeric option may accept besides numbers (e.g. --bucket_width=auto).
 _WORDS = ("auto", "none", "default", "all")

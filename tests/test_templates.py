@@ -136,6 +136,8 @@ KIND_EXAMPLES = {
     "positive_float": (["1.5", "250000", "1e6", ".25"], ["0", "-1", "abc", ""]),
     "float": (["2.0", "-1.5", "3", "1e-3"], ["abc", "1.2.3", ""]),
     "csv": (["yes,Yes", "yes"], [",yes", "yes,,Yes", ""]),
+    "output_formats": (["tfrecord", "parquet,jsonl", "tfrecord,parquet,jsonl"],
+                       ["csv", "tfrecord,", "tfrecord,,parquet", ""]),
 }
 
 
