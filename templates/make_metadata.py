@@ -41,7 +41,8 @@ REGEXES: Dict[str, str] = {
     "gcs_input": rf"^{_GCS_OBJECT}(,\s*{_GCS_OBJECT})*$",
     "gcs_output": rf"^gs://{_BUCKET}/.+$",
     "gcs_path": rf"^gs://{_BUCKET}/.+$",
-    "model": rf"^(default|gs://{_BUCKET}/.+)$",
+    # default, a gs:// directory or .gguf file, or a Hugging Face Hub id (owner/name).
+    "model": rf"^(default|gs://{_BUCKET}/.+|[A-Za-z0-9][-_.A-Za-z0-9]*/[-_.A-Za-z0-9]+)$",
     "bool": r"^(true|false)$",
     "positive_int": r"^[1-9][0-9]*$",
     "nonnegative_int": r"^[0-9]+$",
@@ -86,11 +87,14 @@ TEMPLATE_NOTES = {
     "output": "In a template run: a gs:// directory.",
     "sketch_from": "In a template run: a gs:// path.",
     "quality_head": "In a template run: a gs:// path.",
-    "estimate_only": "In a template run the estimate goes to the launcher log and no "
-                     "Dataflow job is created.",
 }
-_MODEL_NOTE = ("In a template run: default (the model bundled in the image) or a gs:// "
-               "directory or .gguf file.")
+# Options that are not template parameters: a launch must create a job, and
+# --estimate_only creates none (Dataflow reports such a launch as failed); run the
+# estimate locally instead.
+NOT_PARAMETERS = ("estimate_only",)
+_MODEL_NOTE = ("In a template run: default (the model bundled in the image), a gs:// "
+               "directory or .gguf file, or a Hugging Face Hub id (the workers must reach "
+               "the hub).")
 
 
 def _probe(fn, value):
@@ -187,10 +191,11 @@ def option_name(action: argparse.Action) -> str:
 
 
 def user_facing_actions(parser: argparse.ArgumentParser) -> List[argparse.Action]:
-  """Every option a user can pass, except --help (and options with suppressed help)."""
+  """Every option a template user can pass: not --help, options with suppressed help, or
+  NOT_PARAMETERS."""
   return [a for a in parser._actions  # pylint: disable=protected-access
           if a.option_strings and not isinstance(a, argparse._HelpAction)  # pylint: disable=protected-access
-          and a.help != argparse.SUPPRESS]
+          and a.help != argparse.SUPPRESS and option_name(a) not in NOT_PARAMETERS]
 
 
 def label_for(name: str) -> str:

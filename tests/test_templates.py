@@ -92,7 +92,9 @@ def test_parameters_are_exactly_the_user_facing_options(metadata, parser):
   params = {p["name"] for p in metadata["parameters"]}
   assert "help" not in params
   assert params - set(options) == set(), "parameters that are not options of the job"
-  assert set(options) - params == set(), "options of the job missing from the template"
+  assert set(options) - params == set(make_metadata.NOT_PARAMETERS), (
+      "options of the job missing from the template")
+  assert "estimate_only" not in params  # a launch that creates no job fails
   for name in params:  # the launcher passes --name=value: it must be an option string
     assert f"--{name}" in parser._option_string_actions  # pylint: disable=protected-access
 
@@ -124,8 +126,8 @@ KIND_EXAMPLES = {
                    ["out/run1", "gs://my-bucket", "s3://bucket/x", ""]),
     "gcs_path": (["gs://my-bucket/sketches/sketch.npz"], ["sketch.npz", "gs://b", ""]),
     "model": (["default", "gs://my-bucket/models/qwen2.5-7b-instruct",
-               "gs://my-bucket/models/smollm2.Q4_1.gguf"],
-              ["HuggingFaceTB/SmolLM2-135M-Instruct", "/models/m", "Default", ""]),
+               "gs://my-bucket/models/smollm2.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"],
+              ["/models/m", "models/", "Default", "a/b/c", ""]),
     "prompt": (["auto", "paper", "@gs://my-bucket/prompts/quality.txt"],
                ["@/local/prompt.txt", "no-such-prompt", ""]),
     "bool": (["true", "false"], ["yes", "1", "TRUE ", ""]),
@@ -281,6 +283,8 @@ def test_dockerfile_versions_match_setup_py():
   assert args["TORCH_INDEX_URL"].startswith("https://download.pytorch.org/whl/cu")
   assert f"python{args['PYTHON_VERSION'].replace('.', '')}-template-launcher-base" in (
       args["LAUNCHER_IMAGE"])
+  # A dated release tag, never a moving one.
+  assert re.search(r":\d{8}[-_](rc|RC)\d\d$", args["LAUNCHER_IMAGE"]), args["LAUNCHER_IMAGE"]
 
 
 def test_dockerfile_structure():
