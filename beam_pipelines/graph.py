@@ -24,6 +24,7 @@ from transforms.report_stats import ReportStatistics
 from transforms.score import ScoreAskLLM, ScorePerplexity
 from transforms.score_cache import CacheSpec
 from transforms.select import SelectTopK
+from transforms.tokenize import CountTokens
 from transforms.write import (HEAD_FILE, HEAD_FIT_FILE, REPORT_DATA_FILE, SKETCH_FILE,
                               WriteOutputs)
 
@@ -114,6 +115,8 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
   if unembedded is not None:
     docs = (docs, unembedded) | "MergeUnembedded" >> beam.Flatten()
 
+  if job.keep_tokens:
+    docs = docs | "CountTokens" >> CountTokens(job.tokenizer, job.append_eos)
   selection, rest = _select(job, docs, total)
   outputs = ({"ranked": selection["ranked"], "not_selected": rest,
               "rejected": read["rejected"]}
@@ -176,17 +179,26 @@ def _quality_head(p, job: JobConfig, docs, staging: str, written: list):
   return docs
 
 
+def _num_tokens(doc) -> int:
+  return doc.scores[write_lib.NUM_TOKENS]
+
+
 def _select(job: JobConfig, docs, total):
   """The sampler's selection, with its quality pool first when it has one. Returns
   (SelectTopK's outputs, every document not selected)."""
   select_args = dict(keep_fraction=job.keep_fraction, keep_count=job.keep_count,
                      num_partitions=job.num_rank_partitions,
                      docs_per_file=job.docs_per_file)
+  if job.keep_tokens:
+    select_args.update(keep_fraction=None, keep_count=None, keep_weight=job.keep_tokens,
+                       weight_fn=_num_tokens)
   not_selected = []
   if job.sampler.pool_key is not None:
     # Quality first: a pool of the best documents, then coverage inside it.
     pool_args = dict(select_args)
-    if job.keep_count is not None:
+    if job.keep_tokens:
+      pool_args["keep_weight"] = int(math.ceil(job.keep_tokens * job.quality_pool_factor))
+    elif job.keep_count is not None:
       pool_args["keep_count"] = int(math.ceil(job.keep_count * job.quality_pool_factor))
     else:
       pool_args["keep_fraction"] = min(1.0, job.keep_fraction * job.quality_pool_factor)

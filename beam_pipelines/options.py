@@ -276,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Select floor(N * F) documents (at least 1). Default: 0.2.")
   how_many.add_argument("--keep_count", type=_positive_int, default=None,
                         help="Select exactly this many documents (all if fewer).")
+  how_many.add_argument("--keep_tokens", type=_positive_int, default=None,
+                        help="Select in rank (or draw) order until the selected documents "
+                             "hold at least this many tokens of --tokenizer (the last one "
+                             "whole; everything if the input holds fewer).")
   sel.add_argument("--num_rank_partitions", type=_rank_partitions, default=1000,
                    help="Key ranges for exact distributed top-k (at most 100,000). A ranked "
                         "file holds whole ranges and is sorted in one worker's memory: choose "
@@ -390,7 +394,7 @@ def parse_args(argv: Optional[List[str]] = None):
   """Returns (our options, Beam PipelineOptions from the remaining arguments)."""
   parser = build_parser()
   args, beam_args = parser.parse_known_args(argv)
-  if args.keep_fraction is None and args.keep_count is None:
+  if args.keep_fraction is None and args.keep_count is None and args.keep_tokens is None:
     args.keep_fraction = 0.2
   unknown = _unknown_beam_args(beam_args)
   if unknown:
@@ -656,6 +660,7 @@ class JobConfig:
   tokenizer: Optional[str] = None
   append_eos: bool = False
   keep_fields: Tuple[str, ...] = ()
+  keep_tokens: Optional[int] = None
   output_formats: Tuple[str, ...] = ("tfrecord",)
   # The options as given (for metrics.json and the launch log).
   options: Dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -686,7 +691,7 @@ class JobConfig:
         scores_format=scores_format(args.scores_format, args.output),
         progress_interval=args.progress_interval, report=args.report,
         tokenizer=args.tokenizer, append_eos=args.append_eos, keep_fields=args.keep_fields,
-        output_formats=args.output_format,
+        output_formats=args.output_format, keep_tokens=args.keep_tokens,
         options=dict(vars(args)))
 
   @property

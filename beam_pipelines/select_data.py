@@ -158,6 +158,9 @@ def check_job(job: JobConfig, options) -> Dict[str, CacheSpec]:
     check_scorer_options(job)
     if job.append_eos and not job.tokenizer:
       raise UsageError("--append_eos needs --tokenizer")
+    if job.keep_tokens and not job.tokenizer:
+      raise UsageError("--keep_tokens counts tokens with --tokenizer: give one (a "
+                       "SentencePiece model file)")
     if job.tokenizer:
       if not job.options.get("verbose"):
         import_tensorflow_quietly()  # tensorflow-text imports TensorFlow

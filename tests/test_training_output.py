@@ -242,3 +242,74 @@ def test_output_formats_agree_and_bad_ones_are_refused(tmp_path, capsys):
     select_data.main([f"--input={tmp_path}/x", f"--output={tmp_path}/o",
                       "--output_format=tfrecord,csv"])
   assert "csv: choose from tfrecord, parquet, jsonl" in capsys.readouterr().err
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(weights=st.lists(st.integers(0, 50), min_size=1, max_size=60),
+       parts=st.integers(1, 8), budget=st.integers(1, 1500))
+def test_a_token_budget_takes_the_shortest_prefix_that_reaches_it(weights, parts, budget):
+  from transforms import select
+  keys = list(range(len(weights)))  # already in key order
+  bounds = [keys[int(i * len(keys) / parts)] for i in range(1, parts)]
+  hist = {}
+  for key, w in zip(keys, weights):
+    p = select.partition_of(key, bounds)
+    d, t = hist.get(p, (0, 0))
+    hist[p] = (d + 1, t + w)
+  draft = select.make_budget_plan(len(keys), hist, budget, docs_per_file=10)
+  boundary = [(k, w) for k, w in zip(keys, weights)
+              if select.partition_of(k, bounds) == draft.boundary]
+  cutoff, plan = select.budget_cutoff(boundary, draft)
+  chosen = [k for k in keys if select.partition_of(k, bounds) < plan.boundary
+            or (select.partition_of(k, bounds) == plan.boundary and k <= cutoff)]
+  # Brute force: the shortest prefix whose weight reaches the budget (else everything).
+  total, expect = 0, len(keys)
+  for i, w in enumerate(weights):
+    total += w
+    if total >= budget:
+      expect = i + 1
+      break
+  assert chosen == keys[:expect] and plan.k == expect
+
+
+def test_keep_tokens_selects_by_the_token_budget(tmp_path, spm_model):
+  import sentencepiece as spm
+  from transforms.sampling import random_key
+  from transforms.records import Document
+  sp = spm.SentencePieceProcessor(model_file=spm_model)
+  _corpus(str(tmp_path / "in"))
+  rows = [json.loads(l) for l in open(tmp_path / "in" / "d.jsonl")]
+  key = random_key(0)
+  ordered = sorted(rows, key=lambda r: key(Document(r["id"], r["text"], ""))[:2])
+  budget = 400
+  out, metrics = select_data.run(
+      [f"--input={tmp_path}/in/*.jsonl", f"--output={tmp_path}/kt", "--id_field=id",
+       "--sampler=random", f"--tokenizer={spm_model}", f"--keep_tokens={budget}",
+       "--cache=none", "--num_rank_partitions=4"],
+      test_pipeline=TestPipeline(runner="FnApiRunner")), None
+  total, expect = 0, []
+  for r in ordered:
+    expect.append(r["id"])
+    total += len(sp.encode(r["text"]))
+    if total >= budget:
+      break
+  scores = read_jsonl(os.path.join(tmp_path, "kt", "scores", "*.jsonl"))
+  chosen = [s["id"] for s in sorted((s for s in scores if s["selected"]),
+                                    key=lambda s: s["rank"])]
+  assert chosen == expect and out["counts"]["selected_tokens"] == total
+  # A budget beyond the corpus selects everything.
+  out, _ = select_data.run(
+      [f"--input={tmp_path}/in/*.jsonl", f"--output={tmp_path}/all", "--id_field=id",
+       "--sampler=random", f"--tokenizer={spm_model}", "--keep_tokens=100000000",
+       "--cache=none"], test_pipeline=TestPipeline(runner="FnApiRunner")), None
+  assert out["counts"]["selected"] == len(rows)
+
+
+def test_keep_tokens_needs_a_tokenizer(tmp_path, capsys):
+  _corpus(str(tmp_path / "in"))
+  err = _main_error([f"--input={tmp_path}/in/*.jsonl", f"--output={tmp_path}/o",
+                     "--sampler=random", "--keep_tokens=1000"], capsys)
+  assert "--keep_tokens counts tokens with --tokenizer" in err

@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import decimal
+import logging
 from typing import Callable, Dict, List, Optional
 
 import apache_beam as beam
@@ -28,6 +29,7 @@ from apache_beam.transforms.stats import ApproximateQuantiles
 from transforms.metrics import counter, stage_clock
 
 NOT_SELECTED = "not_selected"
+_LOG = logging.getLogger(__name__)
 
 
 def resolve_k(n: int, keep_fraction: Optional[float], keep_count: Optional[int]) -> int:
@@ -70,6 +72,57 @@ def make_plan(n: int, histogram: Dict[int, int], k: int,
       return SelectionPlan(n, k, part, k - cumulative, file_of)
     cumulative += histogram[part]
   raise ValueError(f"k={k} exceeds the {cumulative} documents counted")
+
+
+def make_budget_plan(n: int, histogram: Dict[int, tuple], budget: int,
+                     docs_per_file: int = 50_000) -> SelectionPlan:
+  """Like make_plan for a budget of weight (tokens) instead of a count: the boundary is
+  the partition where the cumulative weight reaches `budget`; `need` is its weight still
+  to take (settled by budget_cutoff), and k is filled in there. histogram: partition ->
+  (documents, weight). A budget above the total selects everything."""
+  file_of, cumulative, weight, file_start = {}, 0, 0, 0
+  parts = sorted(histogram)
+  if not parts or budget <= 0:
+    return SelectionPlan(n, 0, None, 0, {})
+  for part in parts:
+    if cumulative - file_start >= docs_per_file:
+      file_start = cumulative
+    file_of[part] = file_start
+    count, part_weight = histogram[part]
+    if weight + part_weight >= budget or part == parts[-1]:
+      # `need` is weight here; k (documents) is known once the boundary is sorted.
+      return SelectionPlan(n, cumulative, part, budget - weight, file_of)
+    cumulative += count
+    weight += part_weight
+  raise AssertionError("unreachable")
+
+
+def _sum_pairs(pairs) -> tuple:
+  """(documents, weight) summed (a combiner: its inputs are also its partial sums)."""
+  docs = weight = 0
+  for d, w in pairs:
+    docs += d
+    weight += w
+  return docs, weight
+
+
+def budget_cutoff(boundary: List[tuple], plan: SelectionPlan):
+  """(cutoff key, final plan) for a budget plan: the boundary's documents are taken in key
+  order until their weight reaches the rest of the budget (the last one whole); plan.k
+  becomes the documents selected in all."""
+  if plan.boundary is None:
+    return None, plan
+  taken, weight, cutoff = 0, 0, None
+  for key, w in sorted(boundary, key=lambda kw: kw[0]):
+    taken += 1
+    weight += w
+    cutoff = key
+    if weight >= plan.need:
+      break
+  else:
+    _LOG.warning("The budget is more than the %d documents hold: every document is "
+                 "selected", plan.k + taken)
+  return cutoff, dataclasses.replace(plan, k=plan.k + taken, need=taken)
 
 
 def cutoff_key(boundary_keys: List, plan: SelectionPlan):
@@ -126,6 +179,10 @@ class SelectTopK(beam.PTransform):
       capped by the documents present.
     rank: False returns the selected documents unranked (`selected`), without grouping.
     counter_name: the counter of selected documents.
+    weight_fn, keep_weight: instead of a number of documents, select in key order until
+      the selected documents' weight_fn (e.g. tokens) adds up to at least keep_weight
+      (the last document whole; everything when the input holds less). Exact: the
+      boundary partition is found from per-partition weights and settled by sorting it.
 
   Returns:
     dict: `ranked` (rank_start, [(rank, Document), ...]) per output file, in rank order
@@ -135,10 +192,15 @@ class SelectTopK(beam.PTransform):
   def __init__(self, key_fn: Callable, keep_fraction: Optional[float] = None,
                keep_count: Optional[int] = None, num_partitions: int = 1000,
                docs_per_file: int = 50_000, k_of=None, rank: bool = True,
-               counter_name: str = "selected"):
+               counter_name: str = "selected", weight_fn: Optional[Callable] = None,
+               keep_weight: Optional[int] = None):
     super().__init__()
-    if (keep_fraction is None) == (keep_count is None):
-      raise ValueError("give exactly one of keep_fraction and keep_count")
+    given = [v for v in (keep_fraction, keep_count, keep_weight) if v is not None]
+    if len(given) != 1:
+      raise ValueError("give exactly one of keep_fraction, keep_count and keep_weight")
+    if (weight_fn is None) != (keep_weight is None):
+      raise ValueError("keep_weight needs weight_fn")
+    self._weight_fn, self._keep_weight = weight_fn, keep_weight
     self._key_fn = key_fn
     self._fraction = keep_fraction
     self._count = keep_count
@@ -149,13 +211,32 @@ class SelectTopK(beam.PTransform):
     self._counter_name = counter_name
 
   def expand(self, docs):
-    key_fn, fraction, count = self._key_fn, self._fraction, self._count
-    per_file = self._docs_per_file
+    key_fn = self._key_fn
     keyed = docs | "Key" >> beam.Map(lambda d: (key_fn(d), d))
     keys = keyed | "KeysOnly" >> beam.Map(lambda kd: kd[0])
     n = keys | "CountDocuments" >> combiners.Count.Globally()
     bounds = beam.pvalue.AsSingleton(
         keys | "KeyQuantiles" >> ApproximateQuantiles.Globally(self._partitions + 1))
+    if self._keep_weight is not None:
+      plan, cutoff = self._budget_plan(keyed, keys, n, bounds)
+    else:
+      plan, cutoff = self._count_plan(keys, n, bounds)
+    plan_si = beam.pvalue.AsSingleton(plan)
+    split = keyed | "Split" >> beam.ParDo(
+        _Split(self._counter_name), bounds, plan_si, beam.pvalue.AsSingleton(cutoff)).with_outputs(
+            NOT_SELECTED, main="selected")
+    out = {"not_selected": split[NOT_SELECTED], "plan": plan}
+    if not self._rank:
+      out["selected"] = split.selected | "DropKeys" >> beam.Map(lambda kv: kv[1][1])
+      return out
+    out["ranked"] = (split.selected
+                     | "GroupByFile" >> beam.GroupByKey()
+                     | "RankFile" >> beam.Map(_rank_file))
+    return out
+
+  def _count_plan(self, keys, n, bounds):
+    """(plan, cutoff) for k documents."""
+    fraction, count, per_file = self._fraction, self._count, self._docs_per_file
     histogram = (keys
                  | "PartitionOf" >> beam.Map(partition_of, bounds)
                  | "CountPerPartition" >> combiners.Count.PerElement())
@@ -170,15 +251,26 @@ class SelectTopK(beam.PTransform):
                     lambda key, b, p: p.boundary is not None
                     and partition_of(key, b) == p.boundary, bounds, plan_si)
                 | "GatherBoundary" >> beam.combiners.ToList())
-    cutoff = boundary | "Cutoff" >> beam.Map(cutoff_key, plan_si)
-    split = keyed | "Split" >> beam.ParDo(
-        _Split(self._counter_name), bounds, plan_si, beam.pvalue.AsSingleton(cutoff)).with_outputs(
-            NOT_SELECTED, main="selected")
-    out = {"not_selected": split[NOT_SELECTED], "plan": plan}
-    if not self._rank:
-      out["selected"] = split.selected | "DropKeys" >> beam.Map(lambda kv: kv[1][1])
-      return out
-    out["ranked"] = (split.selected
-                     | "GroupByFile" >> beam.GroupByKey()
-                     | "RankFile" >> beam.Map(_rank_file))
-    return out
+    return plan, boundary | "Cutoff" >> beam.Map(cutoff_key, plan_si)
+
+  def _budget_plan(self, keyed, keys, n, bounds):
+    """(plan, cutoff) for a weight budget: per-partition (documents, weight), then the
+    boundary partition's (key, weight) pairs, sorted, settle the cutoff and k."""
+    weight_fn, budget, per_file = self._weight_fn, self._keep_weight, self._docs_per_file
+    weighted = keyed | "KeyWeight" >> beam.Map(lambda kd: (kd[0], int(weight_fn(kd[1]))))
+    histogram = (weighted
+                 | "PartitionOf" >> beam.Map(lambda kw, b: (partition_of(kw[0], b),
+                                                            (1, kw[1])), bounds)
+                 | "WeighPartitions" >> beam.CombinePerKey(_sum_pairs))
+    draft = n | "Plan" >> beam.Map(
+        lambda total, hist: make_budget_plan(total, hist, budget, per_file),
+        beam.pvalue.AsDict(histogram))
+    draft_si = beam.pvalue.AsSingleton(draft)
+    settled = ((weighted
+                | "InBoundary" >> beam.Filter(
+                    lambda kw, b, p: p.boundary is not None
+                    and partition_of(kw[0], b) == p.boundary, bounds, draft_si)
+                | "GatherBoundary" >> beam.combiners.ToList())
+               | "Settle" >> beam.Map(budget_cutoff, draft_si))
+    plan = settled | "FinalPlan" >> beam.Map(lambda cp: cp[1])
+    return plan, settled | "Cutoff" >> beam.Map(lambda cp: cp[0])

@@ -7,8 +7,9 @@ tensorflow-text's op tokenizes a batch of texts in one call.
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Any, List, Sequence
 
+import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
@@ -72,3 +73,33 @@ def load_tokenizer(path: str, append_eos: bool = False) -> SentencePieceTokenize
     raise TokenizerError(f"--tokenizer {path} has no end-of-sequence id: drop "
                          "--append_eos or use a model trained with one")
   return tokenizer
+
+
+@beam.typehints.with_output_types(Any)  # Beam would guess an int from num_tokens=len(ids)
+class _CountTokensInBatch(beam.DoFn):
+  """Adds num_tokens to each document of a batch (one tensorflow-text call per batch)."""
+
+  def __init__(self, path: str, append_eos: bool):
+    self._path, self._append_eos = path, append_eos
+
+  def setup(self):
+    self._tokenizer = load_tokenizer(self._path, self._append_eos)
+
+  def process(self, batch):
+    for doc, ids in zip(batch, self._tokenizer.tokenize([d.text for d in batch])):
+      yield doc.with_scores(num_tokens=len(ids))
+
+
+class CountTokens(beam.PTransform):
+  """Documents -> the same documents with `num_tokens` (for --keep_tokens: the budget is
+  counted before selecting; the selected documents are tokenized again when written,
+  which keeps no token list in memory between the two)."""
+
+  def __init__(self, path: str, append_eos: bool = False):
+    super().__init__()
+    self._path, self._append_eos = path, append_eos
+
+  def expand(self, docs):
+    return (docs
+            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=_BATCH)
+            | "Count" >> beam.ParDo(_CountTokensInBatch(self._path, self._append_eos)))
