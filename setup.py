@@ -8,6 +8,7 @@ REQUIRED = [
     "apache-beam[gcp]==2.77.0",
     "tensorflow==2.21.0",       # tf.train.Example for selected/
     "tensorflow-text==2.21.1",  # --tokenizer: SentencePiece in the job
+    "tokenizers==0.23.3",       # --tokenizer: a Hugging Face tokenizer.json
     "transformers==5.23.0",
     "torch==2.13.0",
     # Loading GGUF checkpoints (the bundled scorer is one): transformers de-quantizes

@@ -216,10 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
 
   tk = p.add_argument_group("training output")
   tk.add_argument("--tokenizer", default=None,
-                  help="A SentencePiece model file (local or gs://): the selected documents "
-                       "are tokenized with tensorflow-text and written with `targets` "
-                       "(int64 ids, the seqio/T5X feature) and `num_tokens`; the text is "
-                       "never truncated. Default: none.")
+                  help="A SentencePiece model file (tokenized with tensorflow-text), or a "
+                       "Hugging Face tokenizer.json or a directory holding one (tokenized "
+                       "with tokenizers), local or gs://: the selected documents are written "
+                       "with `targets` (int64 ids, the seqio/T5X feature) and `num_tokens`; "
+                       "the text is never truncated. Default: none.")
   tk.add_argument("--output_format", type=_output_formats, default=("tfrecord",),
                   help="Format(s) of selected/, comma-separated: tfrecord "
                        "(tf.train.Example), parquet, jsonl (gzip-compressed JSON Lines); "
@@ -231,8 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "as JSON text, a missing field as the empty string) and scores/ (as "
                        "they are; null when missing), e.g. url,edu_score. Default: none.")
   tk.add_argument("--append_eos", **_FLAG,
-                  help="With --tokenizer: end every document's targets with the model's "
-                       "end-of-sequence id.")
+                  help="With --tokenizer: end every document's targets with the "
+                       "end-of-sequence id (a tokenizer.json: the eos_token of the "
+                       "tokenizer_config.json beside it).")
 
   lg = p.add_argument_group("progress and report")
   lg.add_argument("--progress_interval", type=_positive_float, default=30.0,

@@ -114,6 +114,10 @@ def from_runner(result, job: JobConfig, staging: str, wall_s: float,
       sketch = sketch_io.load_sketch(sketch_path, verify=False)
       extra["sketch"] = {**sketch.params.to_dict(), "documents": sketch.n,
                          "path": job.sketch_from or FileSystems.join(job.output, SKETCH_FILE)}
+  if job.keep_tokens and counts.get(m.SELECTED_TOKENS, 0) < job.keep_tokens:
+    extra["note"] = (f"--keep_tokens={job.keep_tokens} is more than the corpus holds "
+                     f"({counts.get(m.SELECTED_TOKENS, 0)} tokens): every document was "
+                     "selected")
   stage_times = {k: round((hi - lo) / 1000.0, 3) for k, (lo, hi) in clocks.items()}
   doc = metrics_document(job, counts, stage_times, wall_s, **extra)
   # What the scorer decided when it loaded: --chat_template=auto as actually used.

@@ -237,6 +237,8 @@ def run(argv: Optional[List[str]] = None, test_pipeline=None):
   _LOG.info("Done in %.1f s: read %d, valid %d, rejected %d, selected %d. Outputs in %s%s",
             metrics["wall_time_s"], c["read"], c["valid"], c["rejected"], c["selected"],
             job.output, f"; report: {_link(job.output, report)}" if report else "")
+  if "note" in metrics:
+    _LOG.warning("%s", metrics["note"])
   return metrics
 
 

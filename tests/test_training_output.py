@@ -306,6 +306,7 @@ def test_keep_tokens_selects_by_the_token_budget(tmp_path, spm_model):
        "--sampler=random", f"--tokenizer={spm_model}", "--keep_tokens=100000000",
        "--cache=none"], test_pipeline=TestPipeline(runner="FnApiRunner")), None
   assert out["counts"]["selected"] == len(rows)
+  assert "more than the corpus holds" in out["note"]
 
 
 def test_keep_tokens_needs_a_tokenizer(tmp_path, capsys):
@@ -313,3 +314,43 @@ def test_keep_tokens_needs_a_tokenizer(tmp_path, capsys):
   err = _main_error([f"--input={tmp_path}/in/*.jsonl", f"--output={tmp_path}/o",
                      "--sampler=random", "--keep_tokens=1000"], capsys)
   assert "--keep_tokens counts tokens with --tokenizer" in err
+
+
+def test_a_hugging_face_tokenizer_directory(tmp_path):
+  from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+  tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+  tok.pre_tokenizer = pre_tokenizers.Whitespace()
+  tok.train_from_iterator([" ".join(_WORDS)] * 3, trainers.WordLevelTrainer(
+      special_tokens=["[UNK]", "</s>"]))
+  d = tmp_path / "hf"
+  d.mkdir()
+  tok.save(str(d / "tokenizer.json"))
+  (d / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>"}))
+  _corpus(str(tmp_path / "in"))
+  out, _ = _run(tmp_path, "hf_out", "--sampler=random", f"--tokenizer={d}", "--append_eos")
+  spec = {"text": tf.io.FixedLenFeature([], tf.string),
+          "targets": tf.io.RaggedFeature(tf.int64)}
+  files = sorted(glob.glob(os.path.join(out, "selected", "*.tfrecord")))
+  rows = list(tf.data.TFRecordDataset(files).map(lambda r: tf.io.parse_single_example(r, spec)))
+  assert len(rows) == 10
+  eos = tok.token_to_id("</s>")
+  for r in rows:
+    text = r["text"].numpy().decode()
+    assert r["targets"].numpy().tolist() == tok.encode(text, add_special_tokens=False).ids + [eos]
+
+
+def test_a_bad_hugging_face_tokenizer_is_one_error_line(tmp_path, capsys):
+  from tokenizers import Tokenizer, models
+  _corpus(str(tmp_path / "in"))
+  (tmp_path / "bad.json").write_text('{"not": "a tokenizer"}')
+  base = [f"--input={tmp_path}/in/*.jsonl", "--sampler=random"]
+  err = _main_error(base + [f"--output={tmp_path}/o1", f"--tokenizer={tmp_path}/bad.json"],
+                    capsys)
+  assert "is not a Hugging Face tokenizer.json" in err
+  d = tmp_path / "noeos"
+  d.mkdir()
+  Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]")).save(
+      str(d / "tokenizer.json"))
+  err = _main_error(base + [f"--output={tmp_path}/o2", f"--tokenizer={d}", "--append_eos"],
+                    capsys)
+  assert "no eos_token" in err

@@ -1,13 +1,14 @@
 """Tokenising the selected documents for training (--tokenizer): a SentencePiece model
-applied with tensorflow-text, whose ids become the `targets` feature (the seqio / T5X
-name) and `num_tokens`. Text is never truncated here.
+applied with tensorflow-text, or a Hugging Face tokenizer (tokenizer.json) applied with
+`tokenizers`; the ids become the `targets` feature (the seqio / T5X name) and
+`num_tokens`. Text is never truncated here.
 
 The model file is read once per worker process (local or gs://) and kept as bytes;
 tensorflow-text's op tokenizes a batch of texts in one call.
 """
 from __future__ import annotations
 
-from typing import Any, List, Sequence
+from typing import Any, List, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -59,9 +60,68 @@ class SentencePieceTokenizer:
     return int(self._tokenizer.vocab_size().numpy())
 
 
-def load_tokenizer(path: str, append_eos: bool = False) -> SentencePieceTokenizer:
-  """The tokenizer at `path`, checked on a short text; raises TokenizerError with a
+class HuggingFaceTokenizer:
+  """A `tokenizers` tokenizer.json (no special tokens added), with the end-of-sequence id
+  of its tokenizer_config.json's eos_token appended when `append_eos`."""
+
+  def __init__(self, tokenizer_json: bytes, eos_id: Optional[int]):
+    from tokenizers import Tokenizer
+    self._tokenizer = Tokenizer.from_str(tokenizer_json.decode("utf-8"))
+    self._eos = [eos_id] if eos_id is not None else []
+
+  def tokenize(self, texts: Sequence[str]) -> List[np.ndarray]:
+    out: List[np.ndarray] = []
+    for i in range(0, len(texts), _BATCH):
+      for enc in self._tokenizer.encode_batch(list(texts[i:i + _BATCH]),
+                                              add_special_tokens=False):
+        out.append(np.asarray(enc.ids + self._eos, dtype=np.int64))
+    return out
+
+
+def _huggingface_files(path: str) -> Optional[tuple]:
+  """(tokenizer.json, tokenizer_config.json or None) when `path` is a tokenizer.json or a
+  directory holding one; None for anything else (a SentencePiece model)."""
+  if path.rstrip("/").endswith(".json"):
+    return path, FileSystems.join(path.rstrip("/").rsplit("/", 1)[0], "tokenizer_config.json")
+  candidate = FileSystems.join(path, "tokenizer.json")
+  if FileSystems.exists(candidate):
+    return candidate, FileSystems.join(path, "tokenizer_config.json")
+  return None
+
+
+def _eos_id(tokenizer_json: bytes, config_path: str) -> Optional[int]:
+  import json
+  from tokenizers import Tokenizer
+  if not FileSystems.exists(config_path):
+    return None
+  config = json.loads(read_model(config_path).decode("utf-8"))
+  eos = config.get("eos_token")
+  if isinstance(eos, dict):
+    eos = eos.get("content")
+  if not isinstance(eos, str):
+    return None
+  return Tokenizer.from_str(tokenizer_json.decode("utf-8")).token_to_id(eos)
+
+
+def load_tokenizer(path: str, append_eos: bool = False):
+  """The tokenizer at `path` (a SentencePiece model file, or a Hugging Face tokenizer.json
+  or a directory holding one), checked on a short text; raises TokenizerError with a
   one-line reason."""
+  hf = _huggingface_files(path)
+  if hf is not None:
+    data = read_model(hf[0])
+    try:
+      eos = _eos_id(data, hf[1]) if append_eos else None
+      tokenizer = HuggingFaceTokenizer(data, eos)
+      tokenizer.tokenize(["a check"])
+    except Exception as e:  # pylint: disable=broad-except
+      raise TokenizerError(f"--tokenizer {hf[0]} is not a Hugging Face tokenizer.json "
+                           f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+    if append_eos and eos is None:
+      raise TokenizerError(f"--tokenizer {path}: no eos_token in a tokenizer_config.json "
+                           "beside tokenizer.json (or not in its vocabulary); drop "
+                           "--append_eos or add one")
+    return tokenizer
   model = read_model(path)
   try:
     tokenizer = SentencePieceTokenizer(model, append_eos)
