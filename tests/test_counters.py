@@ -12,7 +12,8 @@ from transforms import metrics
 def _counters(tmp_path, *extra):
   args, _ = options.parse_args([f"--input={tmp_path}/in/*", f"--output={tmp_path}/out",
                                 "--id_field=id", "--max_doc_bytes=4000", "--device=cpu",
-                                "--keep_fraction=0.25", "--seed=3", *extra])
+                                "--keep_fraction=0.25", "--seed=3", "--report=false",
+                                *extra])
   p = TestPipeline(runner="FnApiRunner")
   job = options.JobConfig.from_args(args)
   graph.build_pipeline(p, job, caches=caching.cache_specs(job))

@@ -83,7 +83,8 @@ def _run(tmp_path, name, *extra):
   out = str(tmp_path / name)
   metrics = select_data.run(
       [f"--input={tmp_path}/in/*.jsonl", f"--output={out}", "--id_field=id", "--device=cpu",
-       "--keep_count=8", "--sketch_rows=32", "--sketch_buckets=256", *extra],
+       "--keep_count=8", "--sketch_rows=32", "--sketch_buckets=256",
+       "--report=false", *extra],  # the report has its own tests
       test_pipeline=TestPipeline(runner="FnApiRunner"))
   return out, metrics
 

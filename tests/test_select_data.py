@@ -79,7 +79,7 @@ def run_job(tmp_path, model_dir, *extra, name="out"):
   out = str(tmp_path / name)
   argv = [f"--input={tmp_path}/in/*", f"--output={out}", f"--scorer_model={model_dir}",
           "--id_field=id", "--max_doc_bytes=4000", "--max_tokens=128", "--device=cpu",
-          *extra]
+          "--report=false", *extra]  # the report has its own tests
   metrics = select_data.run(argv, test_pipeline=TestPipeline(runner="FnApiRunner"))
   return out, metrics
 
