@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 import os
 import threading
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from beam_pipelines import samplers as samplers_lib
 from beam_pipelines.samplers import ASK_LLM, DENSITY, EMBEDDINGS, HEAD, PERPLEXITY, Sampler
@@ -22,6 +22,9 @@ from models.prompts import PROMPTS, resolve_prompt
 from transforms import sketch_hashing
 from transforms.records import INPUT_FORMATS, SCORE_FEATURES
 from transforms.sketch_hashing import SketchOptions
+
+if TYPE_CHECKING:
+  from apache_beam.options.pipeline_options import PipelineOptions
 
 # Nothing here imports Apache Beam (or anything that does) at module level: --help and a
 # refused command line answer without paying for it (about 2 s). Beam is imported by the

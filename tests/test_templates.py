@@ -8,7 +8,6 @@ import argparse
 import ast
 import importlib.util
 import json
-import os
 import re
 import socket
 import threading

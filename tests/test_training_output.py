@@ -285,11 +285,11 @@ def test_keep_tokens_selects_by_the_token_budget(tmp_path, spm_model):
   key = random_key(0)
   ordered = sorted(rows, key=lambda r: key(Document(r["id"], r["text"], ""))[:2])
   budget = 400
-  out, metrics = select_data.run(
+  metrics = select_data.run(
       [f"--input={tmp_path}/in/*.jsonl", f"--output={tmp_path}/kt", "--id_field=id",
        "--sampler=random", f"--tokenizer={spm_model}", f"--keep_tokens={budget}",
        "--cache=none", "--num_rank_partitions=4"],
-      test_pipeline=TestPipeline(runner="FnApiRunner")), None
+      test_pipeline=TestPipeline(runner="FnApiRunner"))
   total, expect = 0, []
   for r in ordered:
     expect.append(r["id"])
@@ -299,14 +299,14 @@ def test_keep_tokens_selects_by_the_token_budget(tmp_path, spm_model):
   scores = read_jsonl(os.path.join(tmp_path, "kt", "scores", "*.jsonl"))
   chosen = [s["id"] for s in sorted((s for s in scores if s["selected"]),
                                     key=lambda s: s["rank"])]
-  assert chosen == expect and out["counts"]["selected_tokens"] == total
+  assert chosen == expect and metrics["counts"]["selected_tokens"] == total
   # A budget beyond the corpus selects everything.
-  out, _ = select_data.run(
+  metrics = select_data.run(
       [f"--input={tmp_path}/in/*.jsonl", f"--output={tmp_path}/all", "--id_field=id",
        "--sampler=random", f"--tokenizer={spm_model}", "--keep_tokens=100000000",
-       "--cache=none"], test_pipeline=TestPipeline(runner="FnApiRunner")), None
-  assert out["counts"]["selected"] == len(rows)
-  assert "more than the corpus holds" in out["note"]
+       "--cache=none"], test_pipeline=TestPipeline(runner="FnApiRunner"))
+  assert metrics["counts"]["selected"] == len(rows)
+  assert "more than the corpus holds" in metrics["note"]
 
 
 def test_keep_tokens_needs_a_tokenizer(tmp_path, capsys):
