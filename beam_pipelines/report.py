@@ -192,7 +192,8 @@ def _versions() -> Dict[str, str]:
 
 def _run_card(job: JobConfig, metrics: dict, model_ids: Dict[str, Any]) -> str:
   counts = metrics["counts"]
-  keep = (f"--keep_count={job.keep_count}" if job.keep_count is not None
+  keep = (f"--keep_tokens={job.keep_tokens:,}" if job.keep_tokens
+          else f"--keep_count={job.keep_count}" if job.keep_count is not None
           else f"--keep_fraction={job.keep_fraction}")
   rows = [("sampler", f"<b>{_esc(job.sampler.name)}</b>: {_esc(job.sampler.help)}"),
           ("keep", f"{_esc(keep)} → k = {counts.get('selected', 0):,} of "
@@ -262,6 +263,8 @@ def _funnel(metrics: dict, stats: Optional[dict]) -> str:
     share = chars["selected"] / chars["all"] if chars["all"] else 0.0
     rows.append(("characters: selected / all",
                  f"{chars['selected']:,} / {chars['all']:,} ({share:.1%})"))
+  if "selected_tokens" in counts:
+    rows.append(("tokens selected", counts["selected_tokens"]))
   table = _table(("step", "documents"),
                  [(label, _num(n) if isinstance(n, int) else n) for label, n in rows])
   labels = ["read", "valid"] + (["quality pool"] if "quality_pool" in counts else []) + [
