@@ -17,6 +17,8 @@ import sys
 import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from benchmarks.tokenize_speed import train_sentencepiece  # noqa: E402
 DEFAULT_DATA = os.path.join(REPO, "..", "shared", "data", "fineweb_edu_annotated_dev.jsonl")
 _SUFFIXES = {"tfrecord": ".tfrecord", "parquet": ".parquet", "jsonl": ".jsonl.gz"}
 
@@ -30,15 +32,9 @@ def main():
   result = {"documents": len(texts),
             "text_utf8_bytes_per_doc": round(sum(len(t.encode()) for t in texts) / len(texts))}
   with tempfile.TemporaryDirectory() as work:
-    import sentencepiece as spm
-    with open(os.path.join(work, "train.txt"), "w") as f:
-      f.write("\n".join(t.replace("\n", " ") for t in texts))
-    spm.SentencePieceTrainer.train(input=os.path.join(work, "train.txt"),
-                                   model_prefix=os.path.join(work, "m"),
-                                   vocab_size=args.vocab_size, model_type="unigram",
-                                   minloglevel=2)
+    model = train_sentencepiece(texts, work, args.vocab_size)
     for label, extra in (("text only", []),
-                         ("with targets", [f"--tokenizer={work}/m.model", "--append_eos"])):
+                         ("with targets", [f"--tokenizer={model}", "--append_eos"])):
       out = os.path.join(work, label.replace(" ", "_"))
       done = subprocess.run(
           [sys.executable, "-m", "beam_pipelines.select_data", f"--input={args.data}",

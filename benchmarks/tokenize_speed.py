@@ -24,6 +24,17 @@ sys.path.insert(0, REPO)
 DEFAULT_DATA = os.path.join(REPO, "..", "shared", "data", "weborganizer_topics_dev.jsonl")
 
 
+def train_sentencepiece(texts, directory: str, vocab_size: int) -> str:
+  """A unigram SentencePiece model trained on `texts` (one per line); returns its path."""
+  import sentencepiece as spm
+  with open(os.path.join(directory, "train.txt"), "w") as f:
+    f.write("\n".join(t.replace("\n", " ") for t in texts))
+  spm.SentencePieceTrainer.train(input=os.path.join(directory, "train.txt"),
+                                 model_prefix=os.path.join(directory, "m"),
+                                 vocab_size=vocab_size, model_type="unigram", minloglevel=2)
+  return os.path.join(directory, "m.model")
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--data", default=DEFAULT_DATA)
@@ -37,13 +48,7 @@ def main():
   texts = [json.loads(line)["text"] for line in open(args.data) if line.strip()]
   train, test = texts[:len(texts) // 2], texts[len(texts) // 2:]
   with tempfile.TemporaryDirectory() as d:
-    with open(os.path.join(d, "train.txt"), "w") as f:
-      f.write("\n".join(t.replace("\n", " ") for t in train))
-    spm.SentencePieceTrainer.train(input=os.path.join(d, "train.txt"),
-                                   model_prefix=os.path.join(d, "m"),
-                                   vocab_size=args.vocab_size, model_type="unigram",
-                                   minloglevel=2)
-    model = open(os.path.join(d, "m.model"), "rb").read()
+    model = open(train_sentencepiece(train, d, args.vocab_size), "rb").read()
   sp = spm.SentencePieceProcessor(model_proto=model)
   tft = SentencePieceTokenizer(model)
 
