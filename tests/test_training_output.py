@@ -126,17 +126,19 @@ def test_tokenizer_targets_are_sentencepieces_own(tmp_path, spm_model):
      "is not a SentencePiece model file"),
 ])
 def test_a_bad_tokenizer_is_one_error_line(tmp_path, capsys, make, message):
-  _corpus(str(tmp_path / "in"))
-  err = _main_error([f"--input={tmp_path}/in/*.jsonl", f"--output={tmp_path}/o",
-                     "--sampler=random", f"--tokenizer={make(tmp_path)}"], capsys)
+  err = _refused(tmp_path, capsys, f"--tokenizer={make(tmp_path)}")
   assert message in err and not (tmp_path / "o").exists()
 
 
-def test_append_eos_needs_a_tokenizer(tmp_path, capsys):
+def _refused(tmp_path, capsys, *extra) -> str:
+  """The one error line of a random-sampler run refused before it starts."""
   _corpus(str(tmp_path / "in"))
-  err = _main_error([f"--input={tmp_path}/in/*.jsonl", f"--output={tmp_path}/o",
-                     "--sampler=random", "--append_eos"], capsys)
-  assert "--append_eos needs --tokenizer" in err
+  return _main_error([f"--input={tmp_path}/in/*.jsonl", f"--output={tmp_path}/o",
+                      "--sampler=random", *extra], capsys)
+
+
+def test_append_eos_needs_a_tokenizer(tmp_path, capsys):
+  assert "--append_eos needs --tokenizer" in _refused(tmp_path, capsys, "--append_eos")
 
 
 def test_keep_fields_are_copied_to_every_output(tmp_path):
@@ -310,9 +312,7 @@ def test_keep_tokens_selects_by_the_token_budget(tmp_path, spm_model):
 
 
 def test_keep_tokens_needs_a_tokenizer(tmp_path, capsys):
-  _corpus(str(tmp_path / "in"))
-  err = _main_error([f"--input={tmp_path}/in/*.jsonl", f"--output={tmp_path}/o",
-                     "--sampler=random", "--keep_tokens=1000"], capsys)
+  err = _refused(tmp_path, capsys, "--keep_tokens=1000")
   assert "--keep_tokens counts tokens with --tokenizer" in err
 
 

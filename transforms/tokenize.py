@@ -64,10 +64,11 @@ class HuggingFaceTokenizer:
   """A `tokenizers` tokenizer.json (no special tokens added), with the end-of-sequence id
   of its tokenizer_config.json's eos_token appended when `append_eos`."""
 
-  def __init__(self, tokenizer_json: bytes, eos_id: Optional[int]):
+  def __init__(self, tokenizer_json: bytes, eos_token: Optional[str]):
     from tokenizers import Tokenizer
     self._tokenizer = Tokenizer.from_str(tokenizer_json.decode("utf-8"))
-    self._eos = [eos_id] if eos_id is not None else []
+    self.eos_id = self._tokenizer.token_to_id(eos_token) if eos_token else None
+    self._eos = [self.eos_id] if self.eos_id is not None else []
 
   def tokenize(self, texts: Sequence[str]) -> List[np.ndarray]:
     out: List[np.ndarray] = []
@@ -89,18 +90,16 @@ def _huggingface_files(path: str) -> Optional[tuple]:
   return None
 
 
-def _eos_id(tokenizer_json: bytes, config_path: str) -> Optional[int]:
+def _eos_token(config_path: str) -> Optional[str]:
+  """The eos_token of a tokenizer_config.json (None when there is none)."""
   import json
-  from tokenizers import Tokenizer
   if not FileSystems.exists(config_path):
     return None
   config = json.loads(read_model(config_path).decode("utf-8"))
   eos = config.get("eos_token")
   if isinstance(eos, dict):
     eos = eos.get("content")
-  if not isinstance(eos, str):
-    return None
-  return Tokenizer.from_str(tokenizer_json.decode("utf-8")).token_to_id(eos)
+  return eos if isinstance(eos, str) else None
 
 
 def load_tokenizer(path: str, append_eos: bool = False):
@@ -111,13 +110,12 @@ def load_tokenizer(path: str, append_eos: bool = False):
   if hf is not None:
     data = read_model(hf[0])
     try:
-      eos = _eos_id(data, hf[1]) if append_eos else None
-      tokenizer = HuggingFaceTokenizer(data, eos)
+      tokenizer = HuggingFaceTokenizer(data, _eos_token(hf[1]) if append_eos else None)
       tokenizer.tokenize(["a check"])
     except Exception as e:  # pylint: disable=broad-except
       raise TokenizerError(f"--tokenizer {hf[0]} is not a Hugging Face tokenizer.json "
                            f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
-    if append_eos and eos is None:
+    if append_eos and tokenizer.eos_id is None:
       raise TokenizerError(f"--tokenizer {path}: no eos_token in a tokenizer_config.json "
                            "beside tokenizer.json (or not in its vocabulary); drop "
                            "--append_eos or add one")
