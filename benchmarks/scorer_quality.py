@@ -19,6 +19,7 @@ Run from the repo root (a few minutes per pass on 2 CPU cores):
   .venv/bin/python benchmarks/scorer_quality.py --passes paper:chat,short:chat --negatives 80
 """
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -97,8 +98,44 @@ def score_variants(logp, cols):
           "norm_lower": yes_l / (yes_l + no_l)}
 
 
-def report(args, labels, scores, passes, groups, final):
-  """AUCs with bootstrap intervals; writes --out (after every pass), prints the table at the end."""
+def halves(ids, labels, seed):
+  """0/1 per document: within each class, documents ordered by a hash of (seed, id) and
+  dealt alternately, so both halves hold the same numbers of positives and negatives."""
+  half = np.zeros(len(ids), int)
+  for cls in (0, 1):
+    idx = [i for i in range(len(ids)) if labels[i] == cls]
+    idx.sort(key=lambda i: hashlib.blake2b(f"{seed}:{ids[i]}".encode(), digest_size=8).digest())
+    half[idx[1::2]] = 1
+  return half
+
+
+def split_half(args, ids, labels, scores):
+  """Honest AUC: the variant chosen on one half (best AUC there) reported on the other half,
+  both ways, with stratified bootstrap intervals over the reporting half."""
+  half = halves(ids, labels, args.seed)
+  rng = np.random.default_rng(args.seed + 2)
+  out = []
+  for pick in (0, 1):
+    a, b = half == pick, half != pick
+    on_a = {k: auc(s[a & (labels == 1)], s[a & (labels == 0)]) for k, s in scores.items()}
+    best = max(on_a, key=lambda k: (on_a[k], k == BASELINE))
+    s = scores[best]
+    pos, neg = s[b & (labels == 1)], s[b & (labels == 0)]
+    boot = [auc(rng.choice(pos, len(pos)), rng.choice(neg, len(neg)))
+            for _ in range(args.bootstrap)]
+    out.append({"chosen_on_half": pick, "variant": best, "auc_on_choosing_half": on_a[best],
+                "reported_on_half": 1 - pick, "auc": auc(pos, neg),
+                "ci95": np.percentile(boot, [2.5, 97.5]).tolist(),
+                "positives": len(pos), "negatives": len(neg),
+                "baseline_auc_on_reporting_half": auc(scores[BASELINE][b & (labels == 1)],
+                                                      scores[BASELINE][b & (labels == 0)])
+                if BASELINE in scores else None})
+  return {"halves": out, "mean_auc": float(np.mean([o["auc"] for o in out]))}
+
+
+def report(args, labels, scores, passes, groups, final, ids=None):
+  """AUCs with bootstrap intervals; writes --out (after every pass) and the per-document
+  scores next to it (.npz), prints the table at the end."""
   # Stratified bootstrap, the same resamples for every variant (paired differences).
   rng = np.random.default_rng(args.seed + 1)
   pos_i, neg_i = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
@@ -119,6 +156,10 @@ def report(args, labels, scores, passes, groups, final):
          "max_tokens": args.max_tokens, "seed": args.seed, "bootstrap": args.bootstrap,
          "baseline": base_name, "yes_no_token_ids": groups, "passes": passes,
          "results": results, "best": results[0]["variant"], "complete": final}
+  if ids is not None:
+    out["split_half"] = split_half(args, ids, labels, scores)
+    np.savez(os.path.splitext(args.out)[0] + ".npz", ids=np.array(ids), labels=labels,
+             **{k.replace("/", "__"): v for k, v in scores.items()})
   with open(args.out, "w") as f:
     json.dump(out, f, indent=1, default=float)
   if not final:
@@ -129,7 +170,17 @@ def report(args, labels, scores, passes, groups, final):
     dtxt = f"{dv['mean']:+.3f} [{dv['ci95'][0]:+.3f}, {dv['ci95'][1]:+.3f}]" if dv else "(baseline)"
     print(f"{r['variant']:32s} {r['auc']:6.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] "
           f"{r['se']:6.3f}   {dtxt}")
-  print(f"\nbest: {results[0]['variant']} (AUC {results[0]['auc']:.3f})")
+  print(f"\nbest: {results[0]['variant']} (AUC {results[0]['auc']:.3f}; chosen and "
+        "reported on the same documents, so optimistic)")
+  if "split_half" in out:
+    print("\nsplit-half (chosen on one half, reported on the other):")
+    for h in out["split_half"]["halves"]:
+      print(f"  chosen on half {h['chosen_on_half']}: {h['variant']} "
+            f"(AUC {h['auc_on_choosing_half']:.3f} there) -> {h['auc']:.3f} "
+            f"[{h['ci95'][0]:.3f}, {h['ci95'][1]:.3f}] on half {h['reported_on_half']} "
+            f"({h['positives']} vs {h['negatives']}); default there "
+            f"{h['baseline_auc_on_reporting_half']:.3f}")
+    print(f"  mean: {out['split_half']['mean_auc']:.3f}")
   print(f"wrote {args.out}")
 
 
@@ -152,6 +203,7 @@ def main():
   args = ap.parse_args()
 
   docs, labels = load_data(args.data, args.negatives, args.seed)
+  ids = [str(d["id"]) for d in docs]
   print(f"{labels.sum()} positives (edu>=3), {(1 - labels).sum()} negatives (edu<=1)",
         flush=True)
   base = load_scorer(AskLLMConfig(device="cpu", max_tokens=args.max_tokens))
@@ -187,8 +239,8 @@ def main():
                    "tokens_per_s": round(n_tok / secs), "mean_p_yes_plus_p_no": mass.mean()})
     print(f"pass {spec}: {n_tok} tokens in {secs:.0f} s ({n_tok / secs:.0f} tok/s), "
           f"mean P(yes)+P(no) = {mass.mean():.3f}", flush=True)
-    report(args, labels, scores, passes, groups, final=False)
-  report(args, labels, scores, passes, groups, final=True)
+    report(args, labels, scores, passes, groups, final=False, ids=ids)
+  report(args, labels, scores, passes, groups, final=True, ids=ids)
 
 
 if __name__ == "__main__":
