@@ -37,6 +37,8 @@ setuptools.setup(
     description="Ask-LLM and Density data selection for LLM pre-training, on Apache Beam.",
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["beam_pipelines*", "transforms*", "models*"]),
+    # The bundled quality head (scripts/fit_quality_head.py writes it).
+    package_data={"models": ["data/*.npz"]},
     install_requires=REQUIRED,
     extras_require={"test": TEST},
 )

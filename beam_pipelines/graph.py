@@ -168,7 +168,8 @@ def _quality_head(p, job: JobConfig, docs, staging: str, written: list):
   else:
     head = docs | "FitQualityHead" >> quality.FitQualityHead(
         teacher_of, job.seed, job.head_l2, model_name,
-        job.teacher_field or f"ask_llm_score on --teacher_fraction={job.teacher_fraction}")
+        job.teacher_field or f"ask_llm_score on --teacher_fraction={job.teacher_fraction}",
+        job.embedding.max_tokens)
     written.append(head | "SaveHead" >> beam.Map(
         quality_head.save_head, FileSystems.join(staging, HEAD_FILE)))
   docs = docs | "ApplyQualityHead" >> quality.ApplyQualityHead(

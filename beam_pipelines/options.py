@@ -50,6 +50,7 @@ DEFAULT_SKETCH = SketchOptions()
 # flat over 0.01-0.3 (0.890-0.894) and falls off below (0.863 at 1e-3); with small
 # teacher sets (56-108 documents) 0.1 does as well as an l2 chosen by inner CV.
 DEFAULT_HEAD_L2 = 0.1
+DEFAULT_EMBEDDING_TOKENS = 128
 
 # The prompt configuration that measured best for the bundled scorer on the dev set
 # (benchmarks/scorer_quality.py); other scorers default to the paper's prompt.
@@ -305,7 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "(chosen by a hash of --seed and id) and use it as the teacher.")
   hd.add_argument("--quality_head", default=None,
                   help="Apply a saved head (an earlier run's quality_head.npz) instead of "
-                       "fitting one; it must come from the same --embedding_model.")
+                       "fitting one; it must come from the same --embedding_model. "
+                       "'bundled': the head that ships with the package (fitted to "
+                       "Llama-3-70B educational scores on the bundled embeddings), the "
+                       "default of the head samplers when no teacher option is given.")
   hd.add_argument("--head_l2", type=_positive_float, default=DEFAULT_HEAD_L2,
                   help="Ridge penalty of the head (scaled by the teacher set's size). "
                        f"Default: {DEFAULT_HEAD_L2}.")
@@ -314,9 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
   dn.add_argument("--embedding_model", default=loading.DEFAULT,
                   help="default (bundled all-MiniLM-L6-v2), a local directory, a gs:// "
                        "directory, or a Hugging Face Hub id (needs network).")
-  dn.add_argument("--embedding_max_tokens", type=_positive_int, default=128,
+  dn.add_argument("--embedding_max_tokens", type=_positive_int, default=None,
                   help="Documents are truncated to this many tokens for embedding. "
-                       "Default: 128.")
+                       f"Default: {DEFAULT_EMBEDDING_TOKENS}, or the token budget a "
+                       "saved head (--quality_head) was fitted at.")
   dn.add_argument("--sketch_rows", type=_positive_int, default=DEFAULT_SKETCH.rows,
                   help=f"R, rows of the LSH sketch. Default: {DEFAULT_SKETCH.rows}.")
   dn.add_argument("--sketch_buckets", type=_positive_int, default=DEFAULT_SKETCH.buckets,
@@ -451,9 +456,44 @@ def perplexity_config(args):
 
 
 def embedding_config(args) -> EmbeddingConfig:
-  return EmbeddingConfig(model=args.embedding_model, max_tokens=args.embedding_max_tokens,
+  tokens = args.embedding_max_tokens
+  return EmbeddingConfig(model=args.embedding_model,
+                         max_tokens=DEFAULT_EMBEDDING_TOKENS if tokens is None else tokens,
                          device=args.device, allow_pickle_weights=args.allow_pickle_weights,
                          trust_remote_code=args.trust_remote_code)
+
+
+def head_options(args) -> Tuple[Optional[str], int]:
+  """(--quality_head, --embedding_max_tokens) as the job uses them.
+
+  A head sampler given no teacher option applies the bundled head. A saved head only
+  works on the embeddings it was fitted on: the bundled head's embedding model is the
+  bundled one, and a head that records its token budget sets the default of
+  --embedding_max_tokens (a different value is refused before the run).
+  """
+  head, tokens = args.quality_head, args.embedding_max_tokens
+  sampler = samplers_lib.SAMPLERS[args.sampler]
+  implicit = (sampler.uses(HEAD) and head is None and args.teacher_field is None
+              and args.teacher_fraction is None)
+  if implicit:
+    head = loading.BUNDLED_HEAD
+  if sampler.uses(HEAD) and head == loading.BUNDLED_HEAD:
+    given = (f"--sampler={sampler.name} with no --teacher_field, --teacher_fraction or "
+             "--quality_head" if implicit else "--quality_head=bundled")
+    if args.embedding_model != loading.DEFAULT:
+      raise UsageError(
+          f"{given} applies the bundled quality head, which reads the bundled embedding "
+          f"model's vectors, not those of --embedding_model={args.embedding_model}: fit a "
+          "head on this model's embeddings with --teacher_field (a score in the input) or "
+          "--teacher_fraction (Ask-LLM on a fraction of the documents)")
+    fitted = loading.bundled_head_settings()["embedding_max_tokens"]
+    if tokens is not None and tokens != fitted:
+      raise UsageError(
+          f"{given} applies the bundled quality head, fitted on embeddings of the first "
+          f"{fitted} tokens: drop --embedding_max_tokens={tokens}, or fit a head at "
+          f"{tokens} tokens with --teacher_field or --teacher_fraction")
+    tokens = fitted
+  return head, DEFAULT_EMBEDDING_TOKENS if tokens is None else tokens
 
 
 def sketch_options(args) -> SketchOptions:
@@ -488,11 +528,29 @@ def check_sampler_options(job: "JobConfig") -> None:
       raise UsageError(f"--sampler={job.sampler.name} needs exactly one of --teacher_field, "
                        "--teacher_fraction (Ask-LLM on that fraction) or --quality_head "
                        f"(a saved head); got {', '.join('--' + o for o in teacher_opts) or 'none'}")
-    if job.quality_head and not FileSystems.exists(job.quality_head):
-      raise UsageError(f"--quality_head {job.quality_head} does not exist")
+    if job.quality_head:
+      check_saved_head(job)
   elif teacher_opts:
     raise UsageError(f"{', '.join('--' + o for o in teacher_opts)} only apply to "
                      f"--sampler={' or '.join(head)}")
+
+
+def check_saved_head(job: "JobConfig") -> None:
+  """--quality_head exists and was fitted on the embeddings this job computes."""
+  from apache_beam.io.filesystems import FileSystems
+  from transforms import quality_head
+  path = quality_head.head_path(job.quality_head)
+  if not FileSystems.exists(path):
+    raise UsageError(f"--quality_head {job.quality_head} does not exist")
+  try:
+    head = quality_head.load_head(path, job.embedding_name())
+  except ValueError as e:  # another embedding model, or not a head
+    raise UsageError(f"--quality_head {job.quality_head}: {e}") from e
+  if head.embedding_max_tokens not in (None, job.embedding.max_tokens):
+    raise UsageError(
+        f"--quality_head {job.quality_head} was fitted on embeddings of the first "
+        f"{head.embedding_max_tokens} tokens, this run embeds {job.embedding.max_tokens}: "
+        f"pass --embedding_max_tokens={head.embedding_max_tokens}")
 
 
 # The bundled scorer's tokenizer takes ~20 s to load from its GGUF file; with every
@@ -674,6 +732,9 @@ class JobConfig:
   def from_args(cls, args: argparse.Namespace) -> "JobConfig":
     """Raises ValueError when an option cannot be resolved (e.g. an unreadable @FILE)."""
     from transforms import read as read_lib
+    head, tokens = head_options(args)
+    args = argparse.Namespace(**{**vars(args), "quality_head": head,
+                                 "embedding_max_tokens": tokens})
     return cls(
         patterns=tuple(read_lib.split_patterns(args.input)), output=args.output,
         input_format=args.input_format, text_field=args.text_field, id_field=args.id_field,

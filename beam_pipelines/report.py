@@ -384,6 +384,20 @@ def _quality_head(metrics: dict) -> str:
   head = metrics.get("quality_head")
   if not head:
     return ""
+  if "applied" in head:  # a saved or the bundled head: its own recorded fit, if any
+    cv = head.get("cross_validated_fit") or {}
+    rows = [("head", head["applied"]), ("teacher", head.get("teacher")),
+            ("fitted on documents", head.get("fitted_on_documents")),
+            ("embedding tokens", head.get("embedding_max_tokens")),
+            (f"AUC ({cv.get('folds')}-fold CV on {cv.get('documents')} documents)",
+             cv.get("auc")), ("AUC 95% interval", _interval(cv.get("auc_95"))),
+            ("Spearman", cv.get("spearman"))] if cv else [
+            ("head", head["applied"]), ("teacher", head.get("teacher")),
+            ("fitted on documents", head.get("fitted_on_documents"))]
+    return ("<h2 id='quality-head'>Quality head</h2>"
+            f"<p class='muted'>{_esc(cv.get('auc_definition', 'applied, not fitted in this run'))}</p>"
+            + _table(("", ""), [(k, _num(v) if not isinstance(v, str) else _esc(v))
+                                for k, v in rows if v is not None]))
   fit = head.get("fit_on_held_back", {})
   n = fit.get("held_back", 0)
   rows = [("teacher documents", head.get("teacher_documents")), ("held back", n),

@@ -18,7 +18,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from beam_pipelines import caching
 from beam_pipelines.options import JobConfig
 from beam_pipelines.samplers import DENSITY, HEAD
-from transforms import sketch_io
+from transforms import quality_head, sketch_io
 from transforms import metrics as m
 from transforms.write import HEAD_FIT_FILE, SKETCH_FILE
 
@@ -103,7 +103,9 @@ def from_runner(result, job: JobConfig, staging: str, wall_s: float,
   extra = {"cache": caching.cache_metrics(job, caches or {}, counters)}
 
   fit_path = FileSystems.join(staging, HEAD_FIT_FILE)
-  if job.sampler.uses(HEAD) and FileSystems.exists(fit_path):
+  if job.sampler.uses(HEAD) and job.quality_head:
+    extra["quality_head"] = applied_head(job.quality_head)
+  elif job.sampler.uses(HEAD) and FileSystems.exists(fit_path):
     with FileSystems.open(fit_path) as f:
       extra["quality_head"] = {"teacher_documents": counts.get(m.TEACHER, 0),
                                "fit_on_held_back": json.loads(f.read())}
@@ -125,6 +127,25 @@ def from_runner(result, job: JobConfig, staging: str, wall_s: float,
   if doc["ask_llm"] is not None and "chat_template" in resolved:
     doc["ask_llm"]["chat_template_used"] = resolved["chat_template"]
   return doc
+
+
+def applied_head(spec: str) -> Dict[str, Any]:
+  """What metrics.json says about a head applied with --quality_head: where it came from
+  and, when it records one (the bundled head does), its cross-validated fit."""
+  head = quality_head.load_head(spec)
+  out = {"applied": spec, "teacher": head.teacher, "fitted_on_documents": head.n_train,
+         "l2": head.l2, "embedding_model": head.embedding_model,
+         "embedding_max_tokens": head.embedding_max_tokens}
+  cv = (head.provenance or {}).get("cross_validation")
+  if cv:
+    nested = cv["nested"]
+    out["cross_validated_fit"] = {
+        "folds": cv["folds"], "documents": head.provenance["dataset"]["documents"],
+        "auc": nested["auc_3plus_vs_0to1"], "auc_95": nested["auc_3plus_vs_0to1_ci95"],
+        "spearman": nested["spearman_edu_score"],
+        "auc_definition": "teacher score >= 3 against <= 1, out-of-fold (nested "
+                          "cross-validation)"}
+  return out
 
 
 def model_settings(counters: Dict[str, int]) -> Dict[str, Dict[str, Any]]:

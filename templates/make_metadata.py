@@ -41,6 +41,7 @@ REGEXES: Dict[str, str] = {
     "gcs_input": rf"^{_GCS_OBJECT}(,\s*{_GCS_OBJECT})*$",
     "gcs_output": rf"^gs://{_BUCKET}/.+$",
     "gcs_path": rf"^gs://{_BUCKET}/.+$",
+    "head": rf"^(bundled|gs://{_BUCKET}/.+)$",
     # default, a gs:// directory or .gguf file, or a Hugging Face Hub id (owner/name).
     "model": rf"^(default|gs://{_BUCKET}/.+|[A-Za-z0-9][-_.A-Za-z0-9]*/[-_.A-Za-z0-9]+)$",
     "bool": r"^(true|false)$",
@@ -62,7 +63,7 @@ NAME_KINDS = {
     "output": "gcs_output",
     "prompt": "prompt",
     "sketch_from": "gcs_path",
-    "quality_head": "gcs_path",
+    "quality_head": "head",
     "tokenizer": "gcs_path",
     "output_format": "output_formats",
 }
@@ -86,7 +87,7 @@ TEMPLATE_NOTES = {
              "comma-separated).",
     "output": "In a template run: a gs:// directory.",
     "sketch_from": "In a template run: a gs:// path.",
-    "quality_head": "In a template run: a gs:// path.",
+    "quality_head": "In a template run: bundled, or a gs:// path.",
 }
 # Options that are not template parameters: a launch must create a job, and
 # --estimate_only creates none (Dataflow reports such a launch as failed); run the

@@ -147,7 +147,7 @@ def test_head_from_ask_llm_on_teacher_fraction(tmp_path, tiny_bert_dir, tiny_cau
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--sampler=quality_head"], "needs exactly one of"),
+    (["--sampler=quality_head", "--quality_head=bundled", "--teacher_field=x"], "exactly one"),
     (["--sampler=quality_head", "--teacher_field=x", "--teacher_fraction=0.1"], "exactly one"),
     (["--sampler=ask_llm", "--teacher_field=x"], "only apply to"),
 ])

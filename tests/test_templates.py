@@ -124,6 +124,8 @@ KIND_EXAMPLES = {
     "gcs_output": (["gs://my-bucket/runs/2024-01-01"],
                    ["out/run1", "gs://my-bucket", "s3://bucket/x", ""]),
     "gcs_path": (["gs://my-bucket/sketches/sketch.npz"], ["sketch.npz", "gs://b", ""]),
+    "head": (["bundled", "gs://my-bucket/heads/quality_head.npz"],
+             ["quality_head.npz", "Bundled", "gs://b", ""]),
     "model": (["default", "gs://my-bucket/models/qwen2.5-7b-instruct",
                "gs://my-bucket/models/smollm2.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"],
               ["/models/m", "models/", "Default", "a/b/c", ""]),

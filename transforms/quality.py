@@ -53,8 +53,9 @@ class FitQualityHead(beam.PTransform):
   `teacher_held_back`."""
 
   def __init__(self, teacher: Callable, seed: int, l2: float, embedding_model: str,
-               teacher_name: str):
+               teacher_name: str, embedding_max_tokens: Optional[int] = None):
     super().__init__()
+    self._tokens = embedding_max_tokens
     self._teacher = teacher
     self._seed = seed
     self._l2 = l2
@@ -78,8 +79,8 @@ class FitQualityHead(beam.PTransform):
              | "BatchTeacher" >> beam.BatchElements(min_batch_size=64, max_batch_size=_BATCH)
              | "TeacherXY" >> beam.Map(_xy, teacher)
              | "SumStatistics" >> beam.CombineGlobally(qh.RidgeStatsCombineFn()))
-    l2, model, name = self._l2, self._model, self._name
-    return stats | "Solve" >> beam.Map(lambda s: qh.solve(s, l2, model, name))
+    l2, model, name, tokens = self._l2, self._model, self._name, self._tokens
+    return stats | "Solve" >> beam.Map(lambda s: qh.solve(s, l2, model, name, tokens))
 
 
 class _ApplyHead(beam.DoFn):

@@ -14,12 +14,15 @@ import dataclasses
 import io
 import json
 import math
+import zipfile
 from typing import Optional
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+
+from models import loading
 
 
 @dataclasses.dataclass
@@ -74,6 +77,10 @@ class QualityHead:
   n_train: int
   embedding_model: str
   teacher: str
+  # The token budget the embeddings were computed at, when the head records one (the
+  # bundled head does; a head fitted in a job uses that job's --embedding_max_tokens).
+  embedding_max_tokens: Optional[int] = None
+  provenance: Optional[dict] = None
 
   def predict(self, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float32)
@@ -84,7 +91,8 @@ class QualityHead:
     return x.astype(np.float64) @ self.weights + self.bias
 
 
-def solve(stats: RidgeStats, l2: float, embedding_model: str, teacher: str) -> QualityHead:
+def solve(stats: RidgeStats, l2: float, embedding_model: str, teacher: str,
+          embedding_max_tokens: Optional[int] = None) -> QualityHead:
   """Ridge regression with an unpenalised intercept, from the sums alone.
 
   Centring in closed form: Sxx = X^T X - n m m^T, Sxy = X^T y - n m ybar; then
@@ -102,7 +110,8 @@ def solve(stats: RidgeStats, l2: float, embedding_model: str, teacher: str) -> Q
   d = sxx.shape[0]
   w = np.linalg.solve(sxx + l2 * n * np.eye(d), sxy)
   return QualityHead(weights=w, bias=float(mean_y - mean_x @ w), l2=l2, n_train=n,
-                     embedding_model=embedding_model, teacher=teacher)
+                     embedding_model=embedding_model, teacher=teacher,
+                     embedding_max_tokens=embedding_max_tokens)
 
 
 class RidgeStatsCombineFn(beam.CombineFn):
@@ -126,23 +135,51 @@ class RidgeStatsCombineFn(beam.CombineFn):
     return acc
 
 
-def save_head(head: QualityHead, path: str) -> None:
-  buf = io.BytesIO()
+def head_bytes(head: QualityHead) -> bytes:
+  """The head as .npz bytes (np.load reads them), the same bytes for the same head:
+  np.savez would stamp each member with the current time."""
   meta = {"bias": head.bias, "l2": head.l2, "n_train": head.n_train,
           "embedding_model": head.embedding_model, "teacher": head.teacher}
-  np.savez(buf, weights=head.weights, meta=np.array(json.dumps(meta)))
+  if head.embedding_max_tokens is not None:
+    meta["embedding_max_tokens"] = head.embedding_max_tokens
+  if head.provenance is not None:
+    meta["provenance"] = head.provenance
+  arrays = {"weights": np.asarray(head.weights, np.float64),
+            "meta": np.array(json.dumps(meta, sort_keys=True, indent=1))}
+  buf = io.BytesIO()
+  with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+    for name, array in arrays.items():
+      member = io.BytesIO()
+      np.lib.format.write_array(member, array, allow_pickle=False)
+      info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+      info.external_attr = 0o644 << 16
+      z.writestr(info, member.getvalue())
+  return buf.getvalue()
+
+
+def save_head(head: QualityHead, path: str) -> None:
   with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-    f.write(buf.getvalue())
+    f.write(head_bytes(head))
+
+
+def head_path(spec: str) -> str:
+  """--quality_head's file: `bundled` is the head in this installed package (resolved
+  where it is loaded, so a Dataflow worker reads its own copy)."""
+  return loading.bundled_quality_head_path() if spec == loading.BUNDLED_HEAD else spec
 
 
 def load_head(path: str, embedding_model: Optional[str] = None) -> QualityHead:
-  """Reads a saved head; refuses one fitted on another embedding model."""
+  """Reads a saved head (or `bundled`); refuses one fitted on another embedding model."""
+  path = head_path(path)
   with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
     data = np.load(io.BytesIO(f.read()), allow_pickle=False)
     meta = json.loads(str(data["meta"]))
+    tokens = meta.get("embedding_max_tokens")
     head = QualityHead(weights=data["weights"], bias=float(meta["bias"]), l2=float(meta["l2"]),
                        n_train=int(meta["n_train"]), embedding_model=meta["embedding_model"],
-                       teacher=meta["teacher"])
+                       teacher=meta["teacher"],
+                       embedding_max_tokens=None if tokens is None else int(tokens),
+                       provenance=meta.get("provenance"))
   if embedding_model is not None and head.embedding_model != embedding_model:
     raise ValueError(
         f"{path} was fitted on embeddings of {head.embedding_model!r}, but this run embeds "
