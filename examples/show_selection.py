@@ -20,7 +20,9 @@ FEATURES = {
     "id": tf.io.FixedLenFeature([], tf.string),
     "text": tf.io.FixedLenFeature([], tf.string),
     "rank": tf.io.FixedLenFeature([], tf.int64),
+    # Every score is in every record (NaN where the run did not compute it).
     "ask_llm_score": tf.io.FixedLenFeature([], tf.float32),
+    "quality_score": tf.io.FixedLenFeature([], tf.float32),
 }
 
 
@@ -35,8 +37,10 @@ def main(out_dir: str, corpus: str = "examples/corpus.jsonl") -> None:
   for ex in ds:
     doc_id = ex["id"].numpy().decode()
     text = ex["text"].numpy().decode().replace("\n", " ")
-    print(f"{int(ex['rank']):>4}  {float(ex['ask_llm_score']):7.4f}  "
-          f"{labels.get(doc_id, '?'):<12} {text[:70]}")
+    # Ask-LLM's P(yes), or the quality head's score on a --sampler=quality_head run.
+    score = float(ex["ask_llm_score"])
+    score = float(ex["quality_score"]) if score != score else score
+    print(f"{int(ex['rank']):>4}  {score:7.4f}  {labels.get(doc_id, '?'):<12} {text[:70]}")
   metrics = json.load(open(os.path.join(out_dir, "metrics.json")))
   print(json.dumps(metrics["counts"]))
 
