@@ -297,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Seed of the sampling draws and the sketch's hash functions. "
                         "Default: 0.")
 
-  hd = p.add_argument_group("quality head (Ask-LLM distilled into the embeddings)")
+  hd = p.add_argument_group(
+      "quality head (a ridge head on the embeddings: the bundled one, or one fitted to a "
+      "teacher score)")
   hd.add_argument("--teacher_field", default=None,
                   help="Numeric input field holding a teacher score (e.g. an earlier GPU "
                        "Ask-LLM run, or labels); records with it form the teacher set.")
