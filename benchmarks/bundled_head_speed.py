@@ -18,10 +18,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
+
+from job_runner import run_select_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(REPO, "..", "shared", "data", "fineweb_edu_annotated_dev.jsonl")
@@ -31,15 +31,7 @@ def run_job(corpus: str, out: str, sampler: str) -> float:
   argv = [f"--input={corpus}", f"--output={out}", "--id_field=id", f"--sampler={sampler}",
           "--keep_fraction=0.2", "--cache=none", "--report=false", "--overwrite",
           "--device=cpu"]
-  env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
-  start = time.time()
-  done = subprocess.run([sys.executable, "-m", "beam_pipelines.select_data", *argv],
-                        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                        text=True)
-  elapsed = time.time() - start
-  if done.returncode != 0:
-    raise SystemExit(f"{sampler} run failed:\n{done.stderr[-3000:]}")
-  return elapsed
+  return run_select_data(argv, f"{sampler} run")
 
 
 def main():

@@ -20,12 +20,12 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from job_runner import run_select_data
+
 _WORDS = ("the of and to in is was for on that with as by at from data water energy river "
           "history science market city school health music light system model theory "
           "engine method paper result number table stone cloud tree wind").split()
@@ -50,15 +50,7 @@ def run_job(corpus: str, out: str, report: bool) -> float:
   argv = [f"--input={corpus}/*.jsonl", f"--output={out}", "--id_field=id",
           "--sampler=random", "--keep_fraction=0.1", "--cache=none",
           f"--report={'true' if report else 'false'}", "--overwrite"]
-  env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
-  start = time.time()
-  done = subprocess.run([sys.executable, "-m", "beam_pipelines.select_data", *argv],
-                        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                        text=True)
-  elapsed = time.time() - start
-  if done.returncode != 0:
-    raise SystemExit(f"run failed:\n{done.stderr[-3000:]}")
-  return elapsed
+  return run_select_data(argv, "run")
 
 
 def main():

@@ -142,6 +142,9 @@ def test_head_sampler_without_a_teacher_uses_the_bundled_head(tmp_path, bundled)
   assert head["applied"] == "bundled" and head["cross_validated_fit"]["auc"] == (
       bundled.provenance["cross_validation"]["nested"]["auc_3plus_vs_0to1"])
   assert "ask_llm" not in m["models"]
+  from beam_pipelines import report  # the report's section on the applied head
+  section = report._quality_head(m)
+  assert "bundled" in section and f"{head['cross_validated_fit']['auc']:.4f}" in section
 
 
 @pytest.mark.parametrize("extra,message", [
