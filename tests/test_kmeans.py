@@ -111,3 +111,35 @@ def test_an_empty_cluster_keeps_its_centroid():
   new = kmeans.update(sums, prev)
   assert np.allclose(new[0], [1, 0, 0], atol=1e-6)
   assert np.array_equal(new[1:], prev[1:])
+
+
+def test_assign_clusters_adds_cluster_and_distance():
+  x, truth = _blobs(n_per=10, k=3, seed=4)
+  centroids = _unit(np.stack([x[truth == c].mean(0) for c in range(3)]))
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "out.txt")
+    with TestPipeline(runner="FnApiRunner") as p:
+      cents = p | "C" >> beam.Create([centroids])
+      (p | "D" >> beam.Create(_docs(x))
+       | kmeans.AssignClusters(cents)
+       | beam.Map(lambda d: f"{d.id} {d.scores['cluster']} {d.scores['cluster_distance']!r}")
+       | beam.io.WriteToText(path, shard_name_template=""))
+    rows = [line.split() for line in open(path)]
+  got = {r[0]: (int(r[1]), float(r[2])) for r in rows}
+  assert len(got) == len(x)
+  for i in range(len(x)):
+    label, dist = got[f"d{i:04d}"]
+    assert label == truth[i]
+    assert dist == pytest.approx(1 - float(x[i] @ centroids[label]), abs=1e-6)
+
+
+def test_saved_clusters_round_trip_and_refuse_another_model(tmp_path):
+  c = _unit(np.eye(4)[:3])
+  params = {"embedding_model": "m", "seed": 3, "iterations": 5}
+  kmeans.save_clusters(c, params, str(tmp_path / "a.npz"))
+  kmeans.save_clusters(c, params, str(tmp_path / "b.npz"))
+  assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+  got, p = kmeans.load_clusters(str(tmp_path / "a.npz"), "m")
+  assert np.array_equal(got, c) and p == params
+  with pytest.raises(ValueError, match="same --embedding_model"):
+    kmeans.load_clusters(str(tmp_path / "a.npz"), "other")

@@ -14,11 +14,16 @@ cosine similarity, and a centroid is the normalised mean of its documents.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Tuple
+import io
+import json
+from typing import Any, Dict, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
+from transforms.npz_files import npz_bytes
 from transforms.sampling import uniform_from_id
 
 # Fixed point of a vector component in the sums: |x| <= 1 for unit vectors, so a
@@ -176,3 +181,50 @@ def _batch_sums(batch, centroids):
   x = np.stack([v for _, v in batch])
   labels, _ = assign(x, centroids)
   return ClusterSums().add(x, labels, len(centroids))
+
+
+class AssignClusters(beam.PTransform):
+  """Adds `cluster` (its index) and `cluster_distance` (1 - cosine similarity to its
+  centroid) to every document's scores, with the centroids as a side input."""
+
+  def __init__(self, centroids):
+    super().__init__()
+    self._centroids = centroids
+
+  def expand(self, docs):
+    return (docs
+            | "BatchForClusters" >> beam.BatchElements(min_batch_size=64,
+                                                       max_batch_size=_BATCH)
+            | "NearestCentroid" >> beam.FlatMap(_assign_batch,
+                                                beam.pvalue.AsSingleton(self._centroids)))
+
+
+def _assign_batch(batch, centroids):
+  labels, dist = assign(np.stack([d.embedding for d in batch]), centroids)
+  for doc, label, d in zip(batch, labels, dist):
+    yield doc.with_scores(cluster=int(label), cluster_distance=float(d))
+
+
+def save_clusters(centroids: np.ndarray, params: Dict[str, Any], path: str) -> None:
+  """centroids [k, d] float32 and the parameters that made them (seed, iterations,
+  sample, embedding model identity) as JSON, in one .npz."""
+  data = npz_bytes({"centroids": np.asarray(centroids, np.float32),
+                    "params": np.array(json.dumps(params, sort_keys=True))})
+  with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    f.write(data)
+
+
+def load_clusters(path: str, embedding_model: Optional[str] = None
+                  ) -> Tuple[np.ndarray, Dict[str, Any]]:
+  """(centroids, params) of a saved clusters.npz; refuses centroids computed on another
+  embedding model, whose vectors they cannot be compared with."""
+  with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    data = np.load(io.BytesIO(f.read()), allow_pickle=False)
+    centroids = np.asarray(data["centroids"], np.float32)
+    params = json.loads(str(data["params"]))
+  fitted_on = params.get("embedding_model")
+  if embedding_model is not None and fitted_on != embedding_model:
+    raise ValueError(f"{path} holds centroids of {fitted_on!r} embeddings, but this run "
+                     f"embeds with {embedding_model!r}: pass the same --embedding_model, "
+                     "or cluster again")
+  return centroids, params

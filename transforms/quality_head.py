@@ -14,7 +14,6 @@ import dataclasses
 import io
 import json
 import math
-import zipfile
 from typing import Optional
 
 import apache_beam as beam
@@ -23,6 +22,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from models import loading
+from transforms.npz_files import npz_bytes
 
 
 @dataclasses.dataclass
@@ -136,25 +136,15 @@ class RidgeStatsCombineFn(beam.CombineFn):
 
 
 def head_bytes(head: QualityHead) -> bytes:
-  """The head as .npz bytes (np.load reads them), the same bytes for the same head:
-  np.savez would stamp each member with the current time."""
+  """The head as .npz bytes, the same bytes for the same head."""
   meta = {"bias": head.bias, "l2": head.l2, "n_train": head.n_train,
           "embedding_model": head.embedding_model, "teacher": head.teacher}
   if head.embedding_max_tokens is not None:
     meta["embedding_max_tokens"] = head.embedding_max_tokens
   if head.provenance is not None:
     meta["provenance"] = head.provenance
-  arrays = {"weights": np.asarray(head.weights, np.float64),
-            "meta": np.array(json.dumps(meta, sort_keys=True, indent=1))}
-  buf = io.BytesIO()
-  with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
-    for name, array in arrays.items():
-      member = io.BytesIO()
-      np.lib.format.write_array(member, array, allow_pickle=False)
-      info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-      info.external_attr = 0o644 << 16
-      z.writestr(info, member.getvalue())
-  return buf.getvalue()
+  return npz_bytes({"weights": np.asarray(head.weights, np.float64),
+                    "meta": np.array(json.dumps(meta, sort_keys=True, indent=1))})
 
 
 def save_head(head: QualityHead, path: str) -> None:
