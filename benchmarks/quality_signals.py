@@ -81,8 +81,8 @@ def main():
   l2_grid = [float(v) for v in args.l2_grid.split(",")]
   budgets = [int(v) for v in args.token_grid.split(",")]
   ids, texts, edu = fit.load_documents(args.data)
-  embeddings, _ = fit.embed_all(texts, sorted(set(budgets) | {128}), "default",
-                                cache_dir=os.path.join(args.cache_dir, "head_emb"))
+  embeddings = fit.embed_all(texts, sorted(set(budgets) | {128}), "default",
+                             cache_dir=os.path.join(args.cache_dir, "head_emb"))
   folds = fit.stratified_folds(ids, edu, args.folds, args.seed)
   _, (tokens, l2) = fit.grid_search({t: embeddings[t] for t in budgets}, edu, folds, l2_grid)
   nested, chosen = fit.nested_predictions(ids, {t: embeddings[t] for t in budgets}, edu,

@@ -197,7 +197,7 @@ def embed_all(texts, budgets, embedding_model, batch_size=32, cache_dir=None):
     if cached:
       os.makedirs(cache_dir, exist_ok=True)
       np.save(cached, x)
-  return out, base.name
+  return out
 
 
 def file_sha256(path):
@@ -235,8 +235,8 @@ def main(argv=None):
   ids, texts, edu = load_documents(args.data)
   print(f"{len(ids)} documents: {int((edu >= 3).sum())} with edu_score >= 3, "
         f"{int((edu <= 1).sum())} <= 1", flush=True)
-  embeddings, _ = embed_all(texts, budgets, args.embedding_model,
-                            cache_dir=args.embeddings_cache)
+  embeddings = embed_all(texts, budgets, args.embedding_model,
+                         cache_dir=args.embeddings_cache)
   model_name = loading.model_name(args.embedding_model, "embedding")
 
   folds = stratified_folds(ids, edu, args.folds, args.seed)
