@@ -14,8 +14,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines import run_metrics
 from beam_pipelines.options import JobConfig
-from beam_pipelines.samplers import DENSITY, HEAD
-from transforms import quality, quality_head, sketch_io
+from beam_pipelines.samplers import CLUSTERS, DENSITY, HEAD, SEMDEDUP
+from transforms import cluster_sampling, kmeans, quality, quality_head, sketch_io
 from transforms import read as read_lib
 from transforms import write as write_lib
 from transforms.density import AttachDensity, BuildSketch, EmbedDocuments
@@ -23,10 +23,10 @@ from transforms.inference import error_field
 from transforms.report_stats import ReportStatistics
 from transforms.score import ScoreAskLLM, ScorePerplexity
 from transforms.score_cache import CacheSpec
-from transforms.select import SelectTopK
+from transforms.select import SelectTopK, resolve_k
 from transforms.tokenize import CountTokens
-from transforms.write import (HEAD_FILE, HEAD_FIT_FILE, REPORT_DATA_FILE, SKETCH_FILE,
-                              WriteOutputs)
+from transforms.write import (CLUSTER_STATS_FILE, CLUSTERS_FILE, HEAD_FILE, HEAD_FIT_FILE,
+                              REPORT_DATA_FILE, SKETCH_FILE, WriteOutputs)
 
 
 def score_names(job: JobConfig) -> List[str]:
@@ -42,6 +42,10 @@ def score_names(job: JobConfig) -> List[str]:
     names += ["quality_score"]
   if job.sampler.uses(DENSITY):
     names += ["density", "sampling_weight"]
+  if job.sampler.uses(CLUSTERS):
+    names += ["cluster", "cluster_distance"]
+  if job.sampler.uses(SEMDEDUP):
+    names += ["duplicate_of"]
   if job.tokenizer:
     names += [write_lib.NUM_TOKENS]  # of the selected documents
   return names
@@ -103,6 +107,8 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
         lambda d, _: 0 if d.embedding is not None else 1, 2)
   if job.sampler.uses(HEAD):
     docs = _quality_head(p, job, docs, staging, written)
+  if job.sampler.uses(CLUSTERS):
+    docs = _clusters(p, job, docs, total, staging, written)
   if job.sampler.uses(DENSITY):
     if job.sketch_from:
       sketch = (p | "SketchPath" >> beam.Create([job.sketch_from])
@@ -173,10 +179,63 @@ def _quality_head(p, job: JobConfig, docs, staging: str, written: list):
     written.append(head | "SaveHead" >> beam.Map(
         quality_head.save_head, FileSystems.join(staging, HEAD_FILE)))
   docs = docs | "ApplyQualityHead" >> quality.ApplyQualityHead(
-      head, keep_embeddings=job.sampler.uses(DENSITY))
+      head, keep_embeddings=job.sampler.uses(DENSITY) or job.sampler.uses(CLUSTERS))
   if not job.quality_head:
     written.append(docs | "ReportHeadFit" >> quality.ReportHeadFit(
         teacher_of, job.seed, FileSystems.join(staging, HEAD_FIT_FILE)))
+  return docs
+
+
+def _clusters(p, job: JobConfig, docs, total, staging: str, written: list):
+  """k-means (or saved centroids) -> every document's cluster; then SemDeDup or the
+  cluster quotas when the sampler needs them. Writes clusters.npz and clusters.json."""
+  model_name = job.embedding_name()
+  if job.clusters_from:
+    centroids = (p | "ClustersPath" >> beam.Create([job.clusters_from])
+                 | "LoadClusters" >> beam.Map(lambda path: kmeans.load_clusters(
+                     path, model_name)[0]))
+  else:
+    fraction, count = job.keep_fraction, job.keep_count
+    # With --keep_tokens the number kept is not known in documents: the auto rule is
+    # given the whole corpus.
+    keep = beam.pvalue.AsSingleton(
+        p | "KeepSeed" >> beam.Create([None])
+        | "Keep" >> beam.Map(lambda _, n: resolve_k(n, fraction, count)
+                             if fraction or count else n, total))
+    centroids = docs | "FitKMeans" >> kmeans.FitKMeans(
+        job.num_clusters, job.kmeans_iterations, job.kmeans_sample, job.seed,
+        documents=total, keep=keep)
+    params = {"num_clusters": job.num_clusters or "auto",
+              "iterations": job.kmeans_iterations, "sample": job.kmeans_sample,
+              "seed": job.seed, "embedding_model": model_name,
+              "embedding_max_tokens": job.embedding.max_tokens}
+    written.append(centroids | "SaveClusters" >> beam.Map(
+        kmeans.save_clusters, params, FileSystems.join(staging, CLUSTERS_FILE)))
+  docs = docs | "AssignClusters" >> kmeans.AssignClusters(
+      centroids, keep_embeddings=job.sampler.uses(SEMDEDUP) or job.sampler.uses(DENSITY))
+  sizes = cluster_sampling.cluster_sizes(docs)
+  plan = None
+  if job.sampler.uses(SEMDEDUP):
+    docs = docs | "SemDeDup" >> cluster_sampling.SemDeDup(
+        job.semdedup_eps, job.semdedup_max_group, job.seed, sizes)
+  if job.sampler.quota_key is not None:
+    quota = docs | "ClusterQuota" >> cluster_sampling.ClusterQuota(
+        job.sampler.quota_key(job.seed), sizes, total, job.keep_fraction, job.keep_count,
+        job.seed)
+    docs, plan = quota["documents"], beam.pvalue.AsSingleton(quota["plan"])
+  path = FileSystems.join(staging, CLUSTER_STATS_FILE)
+  source = job.clusters_from
+
+  def stats(sizes, centroids, plan=None):
+    out = {**kmeans.size_summary(sizes, len(centroids)), "clusters_from": source}
+    if plan is not None:
+      out["balanced"] = plan.summary()
+    return out
+
+  args = (beam.pvalue.AsSingleton(centroids),) + ((plan,) if plan is not None else ())
+  written.append(sizes | "ClusterStats" >> beam.Map(stats, *args)
+                 | "WriteClusterStats" >> beam.Map(
+                     lambda s: write_lib.write_json_atomic(path, s)))
   return docs
 
 

@@ -14,13 +14,14 @@ import threading
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from beam_pipelines import samplers as samplers_lib
-from beam_pipelines.samplers import ASK_LLM, DENSITY, EMBEDDINGS, HEAD, PERPLEXITY, Sampler
+from beam_pipelines.samplers import (ASK_LLM, CLUSTERS, DENSITY, EMBEDDINGS, HEAD, PERPLEXITY,
+                                     Sampler)
 from models import loading
 from models.ask_llm import AskLLMConfig
 from models.embeddings import EmbeddingConfig
 from models.prompts import PROMPTS, resolve_prompt
-from transforms import sketch_hashing
-from transforms.records import INPUT_FORMATS, SCORE_FEATURES
+from transforms import cluster_count, sketch_hashing
+from transforms.records import INPUT_FORMATS, INT_SCORE_FEATURES, SCORE_FEATURES
 from transforms.sketch_hashing import SketchOptions
 
 if TYPE_CHECKING:
@@ -51,6 +52,12 @@ DEFAULT_SKETCH = SketchOptions()
 # teacher sets (56-108 documents) 0.1 does as well as an l2 chosen by inner CV.
 DEFAULT_HEAD_L2 = 0.1
 DEFAULT_EMBEDDING_TOKENS = 128
+
+# k-means (benchmarks/cluster_methods.py): PLACEHOLDERS until measured.
+DEFAULT_KMEANS_ITERATIONS = 5
+DEFAULT_KMEANS_SAMPLE = 100_000
+DEFAULT_SEMDEDUP_EPS = 0.05
+DEFAULT_SEMDEDUP_MAX_GROUP = 20_000
 
 # The prompt configuration that measured best for the bundled scorer on the dev set
 # (benchmarks/scorer_quality.py); other scorers default to the paper's prompt.
@@ -104,6 +111,26 @@ def _rank_partitions(value: str) -> int:
   return i
 
 
+def _num_clusters(value: str) -> Optional[int]:
+  """auto (None) or a positive number of clusters."""
+  if value.strip().lower() == "auto":
+    return None
+  try:
+    i = int(value)
+  except ValueError:
+    i = 0
+  if i < 1:
+    raise argparse.ArgumentTypeError("must be auto or a positive integer")
+  return i
+
+
+def _nonnegative_int(value: str) -> int:
+  i = int(value)
+  if i < 0:
+    raise argparse.ArgumentTypeError("must be 0 or a positive integer")
+  return i
+
+
 def _bool(value: str) -> bool:
   v = value.strip().lower()
   if v in ("true", "1", "yes"):
@@ -120,7 +147,7 @@ _FLAG = dict(nargs="?", const=True, default=False, type=_bool, metavar="true|fal
 
 # Names a copied input field cannot take: the outputs' own columns and features.
 _RESERVED_FIELDS = ("id", "text", "rank", "source", "selected", "targets", "num_tokens",
-                    "other_scores") + SCORE_FEATURES
+                    "other_scores") + SCORE_FEATURES + INT_SCORE_FEATURES
 
 
 # --output_format values (transforms/write.py writes them).
@@ -345,6 +372,34 @@ def build_parser() -> argparse.ArgumentParser:
                   help="Score against a saved sketch (an earlier run's sketch.npz, local "
                        "or gs://) instead of building one.")
 
+  cl = p.add_argument_group(
+      "clusters (k-means on the embeddings: the balanced, semdedup and prototypes samplers)")
+  cl.add_argument("--num_clusters", type=_num_clusters, default=None,
+                  help="Number of k-means clusters, or auto: "
+                       f"{cluster_count.AUTO_RULE}. Default: auto.")
+  cl.add_argument("--kmeans_iterations", type=_nonnegative_int,
+                  default=DEFAULT_KMEANS_ITERATIONS,
+                  help="Lloyd passes over all documents after the k-means++ start (each "
+                       "pass reads every embedding once). Default: "
+                       f"{DEFAULT_KMEANS_ITERATIONS}.")
+  cl.add_argument("--kmeans_sample", type=_positive_int, default=DEFAULT_KMEANS_SAMPLE,
+                  help="Documents (a deterministic hash sample) that k-means++ picks the "
+                       "first centroids from, on one worker. Default: "
+                       f"{DEFAULT_KMEANS_SAMPLE:,}.")
+  cl.add_argument("--clusters_from", default=None,
+                  help="Assign the documents to saved centroids (an earlier run's "
+                       "clusters.npz, local or gs://) instead of fitting k-means.")
+  cl.add_argument("--semdedup_eps", type=_fraction, default=DEFAULT_SEMDEDUP_EPS,
+                  help="SemDeDup: documents of one cluster with cosine similarity above "
+                       f"1 - eps are duplicates. Default: {DEFAULT_SEMDEDUP_EPS}.")
+  cl.add_argument("--semdedup_max_group", type=_positive_int,
+                  default=DEFAULT_SEMDEDUP_MAX_GROUP,
+                  help="SemDeDup compares all pairs of a cluster on one worker (memory "
+                       "and time grow with its size squared); a larger cluster is split "
+                       "by random hyperplanes, and a part still larger into chunks, whose "
+                       "pairs across parts are not compared. Default: "
+                       f"{DEFAULT_SEMDEDUP_MAX_GROUP:,}.")
+
   sc = p.add_argument_group("Ask-LLM scorer")
   sc.add_argument("--scorer_model", default=loading.DEFAULT,
                   help="default (bundled SmolLM2-135M-Instruct GGUF), a local directory or "
@@ -519,6 +574,7 @@ def check_sampler_options(job: "JobConfig") -> None:
                        f"{options.resolved_groups()} --hashes_per_row="
                        f"{options.hashes_per_row}: {e} (hashes_per_row is 1-16, 2-16 with "
                        "groups; groups needs groups^2 >= rows >= groups)") from e
+  check_cluster_options(job)
   if job.sketch_from and not job.sampler.uses(DENSITY):
     raise UsageError(f"--sketch_from is used by the samplers {', '.join(density)}")
   if job.sketch_from and not FileSystems.exists(job.sketch_from):
@@ -535,6 +591,32 @@ def check_sampler_options(job: "JobConfig") -> None:
   elif teacher_opts:
     raise UsageError(f"{', '.join('--' + o for o in teacher_opts)} only apply to "
                      f"--sampler={' or '.join(head)}")
+
+
+def check_cluster_options(job: "JobConfig") -> None:
+  from apache_beam.io.filesystems import FileSystems
+  clustered = samplers_lib.names_using(CLUSTERS)
+  if job.clusters_from and not job.sampler.uses(CLUSTERS):
+    raise UsageError(f"--clusters_from is used by the samplers {', '.join(clustered)}")
+  if job.sampler.quota_key is not None and job.keep_tokens:
+    raise UsageError(f"--sampler={job.sampler.name} gives each cluster a quota of "
+                     "documents: use --keep_fraction or --keep_count, not --keep_tokens")
+  if job.sampler.uses(CLUSTERS) and job.num_clusters and not job.clusters_from and (
+      job.num_clusters > job.kmeans_sample):
+    raise UsageError(f"--num_clusters={job.num_clusters} is more than --kmeans_sample="
+                     f"{job.kmeans_sample}: k-means++ picks the centroids among the "
+                     "sample; raise --kmeans_sample")
+  if job.clusters_from:
+    if not FileSystems.exists(job.clusters_from):
+      raise UsageError(f"--clusters_from {job.clusters_from} does not exist")
+    from transforms import kmeans
+    try:
+      kmeans.load_clusters(job.clusters_from, job.embedding_name())
+    except ValueError as e:
+      raise UsageError(f"--clusters_from: {e}") from e
+    except Exception as e:  # noqa: BLE001  (an unreadable file: say which and why)
+      raise UsageError(f"--clusters_from {job.clusters_from} is not a clusters.npz: "
+                       f"{one_line(e)}") from e
 
 
 def check_saved_head(job: "JobConfig") -> None:
@@ -727,6 +809,12 @@ class JobConfig:
   keep_fields: Tuple[str, ...] = ()
   keep_tokens: Optional[int] = None
   output_formats: Tuple[str, ...] = ("tfrecord",)
+  num_clusters: Optional[int] = None   # None: auto
+  kmeans_iterations: int = 0
+  kmeans_sample: int = 0
+  clusters_from: Optional[str] = None
+  semdedup_eps: float = 0.0
+  semdedup_max_group: int = 0
   # The options as given (for metrics.json and the launch log).
   options: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -760,6 +848,9 @@ class JobConfig:
         progress_interval=args.progress_interval, report=args.report,
         tokenizer=args.tokenizer, append_eos=args.append_eos, keep_fields=args.keep_fields,
         output_formats=args.output_format, keep_tokens=args.keep_tokens,
+        num_clusters=args.num_clusters, kmeans_iterations=args.kmeans_iterations,
+        kmeans_sample=args.kmeans_sample, clusters_from=args.clusters_from,
+        semdedup_eps=args.semdedup_eps, semdedup_max_group=args.semdedup_max_group,
         options=dict(vars(args)))
 
   @property

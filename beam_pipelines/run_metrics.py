@@ -17,14 +17,14 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from beam_pipelines import caching
 from beam_pipelines.options import JobConfig
-from beam_pipelines.samplers import DENSITY, HEAD
+from beam_pipelines.samplers import CLUSTERS, DENSITY, HEAD
 from transforms import quality_head, sketch_io
 from transforms import metrics as m
-from transforms.write import HEAD_FIT_FILE, SKETCH_FILE
+from transforms.write import CLUSTER_STATS_FILE, CLUSTERS_FILE, HEAD_FIT_FILE, SKETCH_FILE
 
 # Counters reported when the runner saw them.
 _OPTIONAL_COUNTS = (m.QUALITY_POOL, m.TEACHER, m.TEACHER_HELD_BACK, m.PERPLEXITY,
-                    m.SELECTED_TOKENS)
+                    m.SELECTED_TOKENS, m.SEMDEDUP_DUPLICATES, m.SEMDEDUP_SPLIT_GROUPS)
 
 
 def options_dict(job: JobConfig) -> Dict[str, Any]:
@@ -116,6 +116,12 @@ def from_runner(result, job: JobConfig, staging: str, wall_s: float,
       sketch = sketch_io.load_sketch(sketch_path, verify=False)
       extra["sketch"] = {**sketch.params.to_dict(), "documents": sketch.n,
                          "path": job.sketch_from or FileSystems.join(job.output, SKETCH_FILE)}
+  stats_path = FileSystems.join(staging, CLUSTER_STATS_FILE)
+  if job.sampler.uses(CLUSTERS) and FileSystems.exists(stats_path):
+    with FileSystems.open(stats_path) as f:
+      extra["clusters"] = {**json.loads(f.read()),
+                           "path": job.clusters_from or FileSystems.join(job.output,
+                                                                         CLUSTERS_FILE)}
   if job.keep_tokens and counts.get(m.SELECTED_TOKENS, 0) < job.keep_tokens:
     extra["note"] = (f"--keep_tokens={job.keep_tokens} is more than the corpus holds "
                      f"({counts.get(m.SELECTED_TOKENS, 0)} tokens): every document was "

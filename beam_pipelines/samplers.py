@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Dict, Optional, Tuple
 
-from transforms.sampling import density_sampling_key, random_key
+from transforms.sampling import (CLUSTER, CLUSTER_DISTANCE, DUPLICATE_OF, density_sampling_key,
+                                 quota_key, random_key)
 
 # What a sampler needs computed; the graph adds exactly these stages.
 ASK_LLM = "ask_llm"          # Ask-LLM scores on every document
@@ -20,6 +21,8 @@ PERPLEXITY = "perplexity"    # perplexity under the scorer
 EMBEDDINGS = "embeddings"    # sentence embeddings
 HEAD = "quality_head"        # the quality head (fitted or loaded), on the embeddings
 DENSITY = "density"          # the LSH sketch and each document's density
+CLUSTERS = "clusters"        # k-means on the embeddings: each document's cluster
+SEMDEDUP = "semdedup"        # near-duplicates inside each cluster
 
 
 def _worst_last(value, higher_is_better: bool = True) -> tuple:
@@ -46,6 +49,29 @@ def perplexity_key(doc):
           doc.source)
 
 
+def prototype_key(doc):
+  """SSL prototypes: the documents farthest from their cluster's centroid first."""
+  return (_worst_last(doc.scores.get(CLUSTER_DISTANCE)), doc.id, doc.source)
+
+
+def semdedup_key(seed: int):
+  """A uniform draw among the documents SemDeDup kept; its duplicates (then the
+  documents it could not cluster) only when fewer than k were kept."""
+  draw = random_key(seed)
+
+  def key(doc):
+    if doc.scores.get(CLUSTER) is None:
+      group = 2
+    else:
+      group = 0 if doc.scores.get(DUPLICATE_OF) is None else 1
+    return (group, draw(doc))
+  return key
+
+
+def _balanced(within: Callable[[int], Callable]) -> Callable[[int], Callable]:
+  return lambda seed: quota_key(within(seed))
+
+
 @dataclasses.dataclass(frozen=True)
 class Sampler:
   """One way of selecting.
@@ -53,13 +79,16 @@ class Sampler:
   Attributes:
     name: the --sampler value.
     help: one sentence for --help and the README.
-    needs: the stages it needs (ASK_LLM, PERPLEXITY, EMBEDDINGS, HEAD, DENSITY).
+    needs: the stages it needs (ASK_LLM, PERPLEXITY, EMBEDDINGS, HEAD, DENSITY,
+      CLUSTERS, SEMDEDUP).
     key: seed -> the final selection's sort key (a function of a Document).
     pool_key: when set, a quality pool of --quality_pool_factor x k documents is taken
       first by this key, and the final key selects inside it.
     ranked_by: the score the final selection ranks by (None for a draw), and whether
       higher is better: the report marks its cutoff.
     pool_ranked_by: the score of the quality pool (with pool_key).
+    quota_key: cluster-balanced samplers: seed -> the order inside a cluster that its
+      quota is filled in (transforms/cluster_sampling.ClusterQuota).
   """
   name: str
   help: str
@@ -69,6 +98,7 @@ class Sampler:
   ranked_by: Optional[str] = None
   higher_is_better: bool = True
   pool_ranked_by: Optional[str] = None
+  quota_key: Optional[Callable[[int], Callable]] = None
 
   def order_key(self, seed: int) -> Callable:
     """The order the report shows the documents that were not selected in: the quality
@@ -101,6 +131,22 @@ _TABLE = (
     Sampler("perplexity", "keep the lowest per-token perplexity under --scorer_model (a "
             "causal LM)", (PERPLEXITY,), lambda seed: perplexity_key,
             ranked_by="perplexity", higher_is_better=False),
+    Sampler("balanced", "cluster-balanced: k-means clusters of the embeddings, the cap x "
+            "with sum over clusters of min(x, size) = k, and min(x, size) documents drawn "
+            "from each cluster (coverage of topics)", (EMBEDDINGS, CLUSTERS),
+            _balanced(random_key), quota_key=random_key),
+    Sampler("ask_llm_balanced", "like balanced, each cluster's quota filled with its "
+            "best documents by Ask-LLM", (ASK_LLM, EMBEDDINGS, CLUSTERS),
+            _balanced(lambda seed: ask_llm_key), quota_key=lambda seed: ask_llm_key),
+    Sampler("quality_head_balanced", "like ask_llm_balanced with the head",
+            (EMBEDDINGS, HEAD, CLUSTERS), _balanced(lambda seed: quality_key),
+            quota_key=lambda seed: quality_key),
+    Sampler("semdedup", "SemDeDup: inside each cluster, a document more similar than 1 - "
+            "--semdedup_eps to a kept one is a duplicate; draw k from the kept ones",
+            (EMBEDDINGS, CLUSTERS, SEMDEDUP), semdedup_key),
+    Sampler("prototypes", "SSL prototypes: the k documents farthest from their cluster's "
+            "centroid", (EMBEDDINGS, CLUSTERS), lambda seed: prototype_key,
+            ranked_by="cluster_distance"),
 )
 SAMPLERS: Dict[str, Sampler] = {s.name: s for s in _TABLE}
 DEFAULT = "ask_llm"

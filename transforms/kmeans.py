@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 from typing import Any, Dict, Optional, Tuple
 
 import apache_beam as beam
@@ -23,13 +24,16 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.cluster_count import clusters_for
+from transforms.metrics import stage_clock
 from transforms.npz_files import npz_bytes
-from transforms.sampling import uniform_from_id
+from transforms.sampling import CLUSTER, CLUSTER_DISTANCE, uniform_from_id
 
 # Fixed point of a vector component in the sums: |x| <= 1 for unit vectors, so a
 # cluster can hold 2^33 (8.6 billion) documents before an int64 sum could overflow.
 SCALE = float(1 << 30)
 _BATCH = 1024
+_LOG = logging.getLogger(__name__)
 
 
 def fixed_point(x: np.ndarray) -> np.ndarray:
@@ -144,17 +148,25 @@ class FitKMeans(beam.PTransform):
 
   k-means++ on the `sample_size` documents with the smallest hash of (seed, id), then
   `iterations` Lloyd passes over all documents, unrolled in the graph.
+
+  num_clusters: a number, or None for cluster_count.auto_num_clusters(documents, keep),
+  from the `documents` and `keep` side inputs. A corpus with fewer documents than clusters gets
+  one cluster per document (logged); duplicate vectors leave clusters empty.
   """
 
-  def __init__(self, num_clusters: int, iterations: int, sample_size: int, seed: int):
+  def __init__(self, num_clusters: Optional[int], iterations: int, sample_size: int,
+               seed: int, documents=None, keep=None):
     super().__init__()
-    if num_clusters < 1:
+    if num_clusters is not None and num_clusters < 1:
       raise ValueError(f"--num_clusters must be at least 1, got {num_clusters}")
-    if sample_size < num_clusters:
+    if num_clusters is not None and sample_size < num_clusters:
       raise ValueError(f"--kmeans_sample={sample_size} is smaller than --num_clusters="
                        f"{num_clusters}")
+    if num_clusters is None and (documents is None or keep is None):
+      raise ValueError("num_clusters=None (auto) needs the documents and keep side inputs")
     self._k, self._iterations, self._sample, self._seed = (
         num_clusters, iterations, sample_size, seed)
+    self._documents, self._keep = documents, keep
 
   def expand(self, docs):
     k, seed = self._k, self._seed
@@ -162,9 +174,11 @@ class FitKMeans(beam.PTransform):
         lambda d: (d.id, np.asarray(d.embedding, np.float32)))
     sample = pairs | "SampleForInit" >> beam.combiners.Top.Of(
         self._sample, key=_sample_key(seed))
-    centroids = sample | "KMeansPlusPlus" >> beam.Map(
-        lambda rows: kmeans_plus_plus([r[0] for r in rows], np.stack([r[1] for r in rows]),
-                                      k, seed))
+    if k is None:
+      init = beam.Map(_init_auto, seed, self._sample, self._documents, self._keep)
+    else:
+      init = beam.Map(_init, k, seed)
+    centroids = sample | "KMeansPlusPlus" >> init
     batches = (pairs
                | "BatchForKMeans" >> beam.BatchElements(min_batch_size=64,
                                                         max_batch_size=_BATCH))
@@ -177,6 +191,23 @@ class FitKMeans(beam.PTransform):
     return centroids
 
 
+def _init(rows, k: int, seed: int) -> np.ndarray:
+  if not rows:  # Nothing to cluster (no valid or embedded documents): no centroids.
+    return np.zeros((0, 0), np.float32)
+  if len(rows) < k:
+    _LOG.warning("%d documents are fewer than --num_clusters=%d: using %d clusters",
+                 len(rows), k, len(rows))
+    k = len(rows)
+  return kmeans_plus_plus([r[0] for r in rows], np.stack([r[1] for r in rows]), k, seed)
+
+
+def _init_auto(rows, seed: int, sample: int, documents: int, keep: int) -> np.ndarray:
+  k = clusters_for(None, documents, keep, min(sample, max(len(rows), 1)))
+  _LOG.info("--num_clusters=auto: %d clusters for %d documents (keeping %d)", k,
+            documents, keep)
+  return _init(rows, k, seed)
+
+
 def _batch_sums(batch, centroids):
   x = np.stack([v for _, v in batch])
   labels, _ = assign(x, centroids)
@@ -185,24 +216,40 @@ def _batch_sums(batch, centroids):
 
 class AssignClusters(beam.PTransform):
   """Adds `cluster` (its index) and `cluster_distance` (1 - cosine similarity to its
-  centroid) to every document's scores, with the centroids as a side input."""
+  centroid) to every document's scores, with the centroids as a side input; drops the
+  embeddings unless `keep_embeddings`."""
 
-  def __init__(self, centroids):
+  def __init__(self, centroids, keep_embeddings: bool = True):
     super().__init__()
     self._centroids = centroids
+    self._keep = keep_embeddings
 
   def expand(self, docs):
     return (docs
             | "BatchForClusters" >> beam.BatchElements(min_batch_size=64,
                                                        max_batch_size=_BATCH)
             | "NearestCentroid" >> beam.FlatMap(_assign_batch,
-                                                beam.pvalue.AsSingleton(self._centroids)))
+                                                beam.pvalue.AsSingleton(self._centroids),
+                                                self._keep))
 
 
-def _assign_batch(batch, centroids):
+def _assign_batch(batch, centroids, keep_embeddings=True):
+  stage_clock("clusters")
   labels, dist = assign(np.stack([d.embedding for d in batch]), centroids)
   for doc, label, d in zip(batch, labels, dist):
-    yield doc.with_scores(cluster=int(label), cluster_distance=float(d))
+    if not keep_embeddings:
+      doc = dataclasses.replace(doc, embedding=None)
+    yield doc.with_scores(**{CLUSTER: int(label), CLUSTER_DISTANCE: float(d)})
+
+
+def size_summary(sizes: Dict[Any, int], num_clusters: int) -> Dict[str, Any]:
+  """metrics.json's view of the cluster sizes (every cluster, the empty ones too)."""
+  counts = sorted([int(sizes.get(c, 0)) for c in range(num_clusters)])
+  if not counts:
+    return {"clusters": 0, "documents": 0}
+  return {"clusters": num_clusters, "documents": int(sum(counts)), "min": counts[0],
+          "median": float(np.median(counts)), "max": counts[-1],
+          "empty": sum(1 for n in counts if n == 0)}
 
 
 def save_clusters(centroids: np.ndarray, params: Dict[str, Any], path: str) -> None:

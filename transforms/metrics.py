@@ -45,9 +45,12 @@ TEACHER_HELD_BACK = "teacher_held_back"  # teacher documents held back for its f
 QUALITY_POOL = "quality_pool"            # documents in a sampler's quality pool
 SELECTED = "selected"                    # documents selected
 SELECTED_TOKENS = "selected_tokens"      # their tokens (with --tokenizer)
+SEMDEDUP_DUPLICATES = "semdedup:duplicates"      # documents SemDeDup marked as duplicates
+SEMDEDUP_SPLIT_GROUPS = "semdedup:split_groups"  # groups over --semdedup_max_group, chunked
 STAGE_COUNTERS = (SCORED, PERPLEXITY, EMBEDDED)
 COUNTERS = (READ, VALID, SCORED, PERPLEXITY, EMBEDDED, TEACHER, TEACHER_HELD_BACK,
-            QUALITY_POOL, SELECTED, SELECTED_TOKENS)
+            QUALITY_POOL, SELECTED, SELECTED_TOKENS, SEMDEDUP_DUPLICATES,
+            SEMDEDUP_SPLIT_GROUPS)
 FAMILIES = (REJECTED_PREFIX, SCORING_FAILED_PREFIX, FROM_CACHE_PREFIX, INFERRED_PREFIX,
             QUEUED_PREFIX,
             MODEL_LOADS_PREFIX, MODEL_SETTING_PREFIX, CACHE_WRITTEN_PREFIX, CACHE_WRITE_FAILED_PREFIX,

@@ -35,7 +35,12 @@ EXCERPT_CHARS = 200
 # NaN where the run's sampler did not compute it, so that one reader works for every run
 # (tests/test_training_output.py checks that graph.score_names stays inside this list).
 SCORE_FEATURES = ("ask_llm_score", "p_yes", "p_no", "perplexity", "mean_nll",
-                  "quality_score", "density", "sampling_weight")
+                  "quality_score", "density", "sampling_weight", "cluster_distance")
+# The integer scores: an int64 feature of every selected record, -1 where not computed.
+INT_SCORE_FEATURES = ("cluster",)
+MISSING_INT = -1
+# Scores that are text, in scores/ only (the id SemDeDup kept in a duplicate's place).
+TEXT_SCORES = ("duplicate_of",)
 # --input_format values (transforms/read.py reads them).
 INPUT_FORMATS = ("auto", "jsonl", "text", "tfrecord")
 
@@ -53,6 +58,9 @@ class Document:
   extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   # The sentence embedding (float32 vector) while density is computed; dropped after.
   embedding: Any = dataclasses.field(default=None, compare=False, repr=False)
+  # Cluster-balanced samplers: whether the document is within its cluster's quota
+  # (transforms/cluster_sampling.py); the selection's sort key reads it. Not written.
+  in_quota: Optional[bool] = dataclasses.field(default=None, compare=False, repr=False)
 
   def with_scores(self, **scores) -> "Document":
     merged = dict(self.scores)

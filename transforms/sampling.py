@@ -17,6 +17,10 @@ import numpy as np
 from transforms.records import Document
 
 _SCALE = 2.0 ** -53
+# The scores of the cluster samplers (transforms/kmeans.py, transforms/cluster_sampling.py).
+CLUSTER = "cluster"
+CLUSTER_DISTANCE = "cluster_distance"
+DUPLICATE_OF = "duplicate_of"
 
 
 def uniform_from_id(seed: int, doc_id: str) -> float:
@@ -73,4 +77,14 @@ def random_key(seed: int):
 
   def key(doc: Document):
     return (-math.log(uniform_from_id(seed, doc.id)), doc.id, doc.source)
+  return key
+
+
+def quota_key(within_key):
+  """The final selection key of a cluster-balanced sampler: the documents within their
+  cluster's quota first (transforms/cluster_sampling.ClusterQuota marks exactly k), each
+  group in the within-cluster order."""
+
+  def key(doc: Document):
+    return (0 if doc.in_quota else 1, within_key(doc))
   return key

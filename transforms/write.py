@@ -22,8 +22,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
 from transforms.metrics import SELECTED_TOKENS, counter, stage_clock
-from transforms.records import (SCORE_FEATURES, Document, Rejected, safe_str, score_record,
-                                score_row)
+from transforms.records import (INT_SCORE_FEATURES, MISSING_INT, SCORE_FEATURES, TEXT_SCORES,
+                                Document, Rejected, safe_str, score_record, score_row)
 
 SELECTED_DIR = "selected"
 SCORES_DIR = "scores"
@@ -31,6 +31,8 @@ REJECTED_DIR = "rejected"
 SKETCH_FILE = "sketch.npz"
 HEAD_FILE = "quality_head.npz"
 HEAD_FIT_FILE = "quality_head_fit.json"
+CLUSTERS_FILE = "clusters.npz"          # the k-means centroids (--clusters_from reads it)
+CLUSTER_STATS_FILE = "clusters.json"    # cluster sizes and the balanced cap
 REPORT_FILE = "report.html"
 REPORT_DATA_FILE = "report.json"
 SCORES_FORMATS = ("jsonl", "parquet")
@@ -52,6 +54,13 @@ def kept_field_text(value) -> str:
   if isinstance(value, str):
     return safe_str(value)
   return safe_str(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def int_score(doc: Document, name: str) -> int:
+  """An integer score (e.g. the cluster), MISSING_INT where the run did not compute it."""
+  value = doc.scores.get(name)
+  ok = isinstance(value, int) and not isinstance(value, bool)
+  return int(value) if ok else MISSING_INT
 
 
 def tf_example(doc: Document, rank: int, tokens=None) -> bytes:
@@ -76,6 +85,8 @@ def tf_example(doc: Document, rank: int, tokens=None) -> bytes:
     value = doc.scores.get(name)
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     feature[name] = floats(float(value) if ok else float("nan"))
+  for name in INT_SCORE_FEATURES:
+    feature[name] = ints([int_score(doc, name)])
   for name, value in doc.extra.items():
     feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(
         value=[kept_field_text(value).encode("utf-8")]))
@@ -92,6 +103,8 @@ def features_spec(tokenized: bool, kept_fields: Sequence[str] = ()) -> Dict[str,
           "rank": {"dtype": "int64", "shape": []}}
   for name in SCORE_FEATURES:
     spec[name] = {"dtype": "float32", "shape": [], "missing": "NaN"}
+  for name in INT_SCORE_FEATURES:
+    spec[name] = {"dtype": "int64", "shape": [], "missing": MISSING_INT}
   for name in kept_fields:
     spec[name] = {"dtype": "string", "shape": [], "missing": "",
                   "encoding": "strings as they are, other values as JSON text"}
@@ -121,6 +134,9 @@ def selected_row(doc: Document, rank: int, tokens=None) -> Dict[str, Any]:
     ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
           and math.isfinite(value))
     row[name] = float(value) if ok else None
+  for name in INT_SCORE_FEATURES:
+    value = int_score(doc, name)
+    row[name] = None if value == MISSING_INT else value
   for name, value in doc.extra.items():
     row[name] = kept_field_text(value)
   if tokens is not None:
@@ -135,6 +151,7 @@ def selected_schema(kept_fields: Sequence[str] = (), tokenized: bool = False) ->
             pa.field("text", pa.string(), nullable=False),
             pa.field("rank", pa.int64(), nullable=False)]
   fields += [pa.field(name, pa.float64()) for name in SCORE_FEATURES]
+  fields += [pa.field(name, pa.int64()) for name in INT_SCORE_FEATURES]
   fields += [pa.field(name, pa.string()) for name in kept_fields]
   if tokenized:
     fields += [pa.field(TARGETS, pa.list_(pa.int64())), pa.field(NUM_TOKENS, pa.int64())]
@@ -201,15 +218,16 @@ class _WritePartition(beam.DoFn):
       yield (doc, rank) if ids is None else (doc.with_scores(**{NUM_TOKENS: len(ids)}), rank)
 
 
-def _is_error_column(name: str) -> bool:
-  # `<namespace>_error` holds why a model failed on a document (inference.error_field).
-  return name.endswith("_error")
+def _is_text_column(name: str) -> bool:
+  # `<namespace>_error` holds why a model failed on a document (inference.error_field);
+  # TEXT_SCORES are text too.
+  return name.endswith("_error") or name in TEXT_SCORES
 
 
 def scores_schema(score_names: Sequence[str], text_columns: Sequence[str] = ()) -> pa.Schema:
   """The columns of a Parquet scores/: id, source, one per name in `score_names` (float64;
-  string for `*_error`), one string column per name in `text_columns` (--keep_fields),
-  selected, rank, and other_scores: a JSON object of the scores of a row that have no
+  int64 for INT_SCORE_FEATURES; string for `*_error` and TEXT_SCORES), one string column
+  per name in `text_columns` (--keep_fields), selected, rank, and other_scores: a JSON object of the scores of a row that have no
   column (null when there are none)."""
   names = list(score_names) + list(text_columns)
   texts = set(text_columns)
@@ -221,7 +239,8 @@ def scores_schema(score_names: Sequence[str], text_columns: Sequence[str] = ()) 
   return pa.schema(
       [pa.field("id", pa.string(), nullable=False),
        pa.field("source", pa.string(), nullable=False)]
-      + [pa.field(n, pa.string() if _is_error_column(n) or n in texts else pa.float64())
+      + [pa.field(n, pa.string() if _is_text_column(n) or n in texts
+                  else pa.int64() if n in INT_SCORE_FEATURES else pa.float64())
          for n in names]
       + [pa.field("selected", pa.bool_(), nullable=False), pa.field("rank", pa.int64()),
          pa.field(OTHER_SCORES, pa.string())])
@@ -232,9 +251,12 @@ def _cell(name: str, value) -> Tuple[bool, Any]:
   the column cannot hold (it then goes into other_scores)."""
   if value is None:
     return True, None
-  if _is_error_column(name):
+  if _is_text_column(name):
     # A lone surrogate (from an exception message) cannot be written as UTF-8.
     return (True, safe_str(value)) if isinstance(value, str) else (False, None)
+  if name in INT_SCORE_FEATURES:
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    return (True, int(value)) if ok else (False, None)
   if isinstance(value, numbers.Real) and not isinstance(value, bool):
     try:
       value = float(value)
@@ -374,7 +396,8 @@ SUCCESS_FILE = "_SUCCESS"
 METRICS_FILE = "metrics.json"
 # Everything a run writes at the top of --output; a successful rerun replaces these.
 OUTPUT_NAMES = (SELECTED_DIR, SCORES_DIR, REJECTED_DIR, METRICS_FILE, SKETCH_FILE,
-                HEAD_FILE, HEAD_FIT_FILE, REPORT_FILE, REPORT_DATA_FILE)
+                HEAD_FILE, HEAD_FIT_FILE, CLUSTERS_FILE, CLUSTER_STATS_FILE, REPORT_FILE,
+                REPORT_DATA_FILE)
 _MANIFEST = "_manifest.json"
 
 

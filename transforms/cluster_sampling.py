@@ -1,0 +1,294 @@
+"""Selection inside clusters: the balanced cap (Vo et al. 2024), SemDeDup (Abbas et al.
+2023) and SSL prototypes (Sorscher et al. 2022), on the `cluster` and `cluster_distance`
+that transforms/kmeans.py attaches.
+
+The final selection is still one SelectTopK over a sort key (beam_pipelines/samplers.py);
+what is computed here is what that key reads:
+- ClusterQuota marks each document `in_quota` when it is among its cluster's quota of
+  best documents by a within-cluster key (a hash draw, or a quality score). The quotas
+  add up to k, so the k documents in quota are exactly the selection.
+- SemDeDup gives each document `duplicate_of`: the id of the document kept in its place,
+  or None when it is kept itself.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import math
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+import apache_beam as beam
+import numpy as np
+
+from transforms.metrics import SEMDEDUP_DUPLICATES, SEMDEDUP_SPLIT_GROUPS, counter
+from transforms.records import Document
+from transforms.sampling import CLUSTER, DUPLICATE_OF, uniform_from_id
+from transforms.select import resolve_k
+
+
+
+def balanced_quotas(sizes: Mapping[int, int], k: int, seed: int
+                    ) -> Tuple[float, Dict[int, int]]:
+  """(cap, {cluster: quota}): the cap x with sum_c min(x, n_c) = k, as integer quotas.
+
+  The largest integer m with sum min(m, n_c) <= k is every cluster's base; the r
+  documents left over go one each to r of the clusters larger than m, chosen by a hash
+  of (seed, cluster) (the tie rule). The quotas add up to exactly min(k, sum n_c), and
+  the cap returned is m + r / (clusters larger than m).
+  """
+  sizes = {int(c): int(n) for c, n in sizes.items() if n > 0}
+  k = max(0, min(int(k), sum(sizes.values())))
+  if k == 0:
+    return 0.0, {c: 0 for c in sizes}
+  lo, hi = 0, max(sizes.values())
+  while lo < hi:  # the largest m with sum min(m, n_c) <= k
+    mid = (lo + hi + 1) // 2
+    if sum(min(mid, n) for n in sizes.values()) <= k:
+      lo = mid
+    else:
+      hi = mid - 1
+  quotas = {c: min(lo, n) for c, n in sizes.items()}
+  left = k - sum(quotas.values())
+  over = sorted((c for c, n in sizes.items() if n > lo),
+                key=lambda c: (uniform_from_id(seed, f"cluster\x00{c}"), c))
+  for c in over[:left]:
+    quotas[c] += 1
+  return (lo + left / len(over) if over else float(lo)), quotas
+
+
+@dataclasses.dataclass(frozen=True)
+class QuotaPlan:
+  """What the balanced samplers decided, for metrics.json and the report."""
+  k: int
+  cap: float
+  quotas: Dict[int, int]
+  capped: int  # clusters larger than their quota
+
+  def summary(self) -> Dict[str, Any]:
+    return {"k": self.k, "cap": round(self.cap, 3), "capped_clusters": self.capped}
+
+
+class SmallestKeysFn(beam.CombineFn):
+  """(key, quota) pairs of one cluster -> the quota-th smallest key (None for quota 0).
+
+  Holds at most 2 x quota keys: the bound of the balanced samplers' memory, per cluster,
+  on the worker that merges it (the quotas of all clusters add up to k).
+  """
+
+  def create_accumulator(self):
+    return (0, [])
+
+  @staticmethod
+  def _trim(quota, keys):
+    if len(keys) > 2 * quota:
+      keys.sort()
+      del keys[quota:]
+    return quota, keys
+
+  def add_input(self, acc, element):
+    key, quota = element
+    keys = acc[1]
+    if quota > 0:
+      keys.append(key)
+    return self._trim(max(acc[0], quota), keys)
+
+  def merge_accumulators(self, accumulators):
+    quota, keys = 0, []
+    for q, ks in accumulators:
+      quota = max(quota, q)
+      keys.extend(ks)
+      quota, keys = self._trim(quota, keys)
+    return quota, keys
+
+  def extract_output(self, acc):
+    quota, keys = acc
+    if quota <= 0 or not keys:
+      return None
+    keys.sort()
+    return keys[min(quota, len(keys)) - 1]
+
+
+def _cluster_of(doc: Document) -> Optional[int]:
+  return doc.scores.get(CLUSTER)
+
+
+def cluster_sizes(docs):
+  """A singleton {cluster: documents} of documents with a `cluster`."""
+  return (docs
+          | "ClusterOf" >> beam.Map(_cluster_of)
+          | "ClusterSizes" >> beam.combiners.Count.PerElement()
+          | "SizesToDict" >> beam.combiners.ToDict())
+
+
+class ClusterQuota(beam.PTransform):
+  """Documents with a `cluster` -> the same documents with `in_quota` set, and the plan.
+
+  Args:
+    within_key: Document -> sort key inside a cluster (ascending = better), unique per
+      document: a hash draw (balanced) or a quality key (ask_llm_balanced).
+    sizes: singleton PCollection {cluster: documents} (cluster_sizes).
+    total: side input, the number of documents k is computed from (as SelectTopK does).
+    keep_fraction / keep_count: k (transforms/select.resolve_k).
+
+  Returns: dict `documents` and `plan` (a singleton QuotaPlan).
+  """
+
+  def __init__(self, within_key: Callable, sizes, total, keep_fraction: Optional[float],
+               keep_count: Optional[int], seed: int):
+    super().__init__()
+    self._key, self._sizes, self._total = within_key, sizes, total
+    self._fraction, self._count, self._seed = keep_fraction, keep_count, seed
+
+  def expand(self, docs):
+    fraction, count, seed, within_key = self._fraction, self._count, self._seed, self._key
+
+    def plan_of(sizes, total):
+      k = resolve_k(total, fraction, count)
+      sizes = {c: n for c, n in sizes.items() if c is not None}
+      cap, quotas = balanced_quotas(sizes, k, seed)
+      return QuotaPlan(k=k, cap=cap, quotas=quotas,
+                       capped=sum(1 for c, n in sizes.items() if n > quotas.get(c, 0)))
+
+    plan = self._sizes | "Cap" >> beam.Map(plan_of, self._total)
+    plan_si = beam.pvalue.AsSingleton(plan)
+    thresholds = beam.pvalue.AsDict(
+        docs
+        | "KeyInCluster" >> beam.Map(
+            lambda d, p: (_cluster_of(d), (within_key(d), p.quotas.get(_cluster_of(d), 0))),
+            plan_si)
+        | "QuotaCutoff" >> beam.CombinePerKey(SmallestKeysFn()))
+
+    def mark(doc, cutoffs):
+      cutoff = cutoffs.get(_cluster_of(doc))
+      return dataclasses.replace(doc, in_quota=cutoff is not None and within_key(doc) <= cutoff)
+
+    return {"documents": docs | "MarkQuota" >> beam.Map(mark, thresholds), "plan": plan}
+
+
+# --- SemDeDup ---------------------------------------------------------------------
+
+
+def dedup_group(x: np.ndarray, eps: float, block: int = 256) -> List[Optional[int]]:
+  """Greedy SemDeDup of one group of unit vectors, in the given order (best first):
+  a vector whose cosine similarity to an already kept one exceeds 1 - eps is a
+  duplicate of the most similar kept one. Returns, per row, the row it duplicates
+  (None: kept)."""
+  x = np.asarray(x, np.float32)
+  n = len(x)
+  threshold = 1.0 - eps
+  out: List[Optional[int]] = [None] * n
+  kept: List[int] = []
+  for start in range(0, n, block):
+    rows = range(start, min(start + block, n))
+    xb = x[start:start + block]
+    if kept:
+      sims = xb @ x[kept].T
+      best = sims.argmax(axis=1)
+      best_sim = sims[np.arange(len(xb)), best]
+    else:
+      best_sim = np.full(len(xb), -np.inf, np.float32)
+      best = np.zeros(len(xb), np.int64)
+    inner = xb @ xb.T
+    kept_here: List[int] = []
+    for i, row in enumerate(rows):
+      sim, dup = float(best_sim[i]), (kept[best[i]] if kept else None)
+      if kept_here:
+        local = inner[i, kept_here]
+        j = int(np.argmax(local))
+        if local[j] > sim:
+          sim, dup = float(local[j]), start + kept_here[j]
+      if sim > threshold:
+        out[row] = dup
+      else:
+        kept_here.append(i)
+    kept.extend(start + i for i in kept_here)
+  return out
+
+
+def _quality_order(doc: Document):
+  """Best kept first: the highest quality score when the run computed one, else by id."""
+  for name in ("quality_score", "ask_llm_score"):
+    value = doc.scores.get(name)
+    if value is not None and value == value:
+      return (0, -value, doc.id, doc.source)
+  return (1, 0.0, doc.id, doc.source)
+
+
+@functools.lru_cache(maxsize=64)
+def subgroup_planes(seed: int, bits: int, dim: int) -> np.ndarray:
+  """`bits` hyperplanes through the origin from a hash of the seed: a large cluster is
+  split by which side of them a document lies on, so near-copies (a small angle apart)
+  stay together with probability 1 - angle/pi per plane."""
+  digest = hashlib.blake2b(b"%d\x00semdedup" % int(seed), digest_size=8).digest()
+  rng = np.random.default_rng(int.from_bytes(digest, "little"))
+  return rng.standard_normal((bits, dim)).astype(np.float32)
+
+
+def subgroup_bits(size: int, max_group: int) -> int:
+  """Planes for a cluster of `size`: one more than needed on average, so that most
+  sub-groups stay under max_group."""
+  if size <= max_group:
+    return 0
+  return int(math.ceil(math.log2(size / max_group))) + 1
+
+
+class SemDeDup(beam.PTransform):
+  """Documents with `cluster` and their embeddings -> the same with `duplicate_of`.
+
+  A cluster of at most `max_group` documents is deduplicated whole on one worker. A
+  larger one is first split by random hyperplanes (subgroup_planes) into sub-groups, and
+  a sub-group still larger than max_group into chunks of max_group in hash order; pairs
+  that land in different sub-groups or chunks are not compared (counted as
+  `semdedup:split_groups`). Cost per group: O(n^2 d), memory O(n d).
+  """
+
+  def __init__(self, eps: float, max_group: int, seed: int, sizes):
+    """sizes: singleton PCollection {cluster: documents} (cluster_sizes)."""
+    super().__init__()
+    self._eps, self._max, self._seed, self._sizes = eps, max_group, seed, sizes
+
+  def expand(self, docs):
+    max_group, seed = self._max, self._seed
+
+    def group_key(doc, sizes):
+      c = _cluster_of(doc)
+      bits = subgroup_bits(sizes.get(c, 0), max_group)
+      if not bits:
+        return (c, 0), doc
+      planes = subgroup_planes(seed, bits, len(doc.embedding))
+      side = (planes @ np.asarray(doc.embedding, np.float32)) > 0
+      return (c, 1 + int(sum(int(b) << i for i, b in enumerate(side)))), doc
+
+    return (docs
+            | "GroupKey" >> beam.Map(group_key, beam.pvalue.AsSingleton(self._sizes))
+            | "GroupByCluster" >> beam.GroupByKey()
+            | "Deduplicate" >> beam.ParDo(_DedupGroup(self._eps, max_group, seed)))
+
+
+class _DedupGroup(beam.DoFn):
+
+  def __init__(self, eps: float, max_group: int, seed: int):
+    self._eps, self._max, self._seed = eps, max_group, seed
+
+  def setup(self):
+    self._split = counter(SEMDEDUP_SPLIT_GROUPS)
+    self._duplicates = counter(SEMDEDUP_DUPLICATES)
+
+  def process(self, element):
+    _, docs = element
+    docs = list(docs)
+    chunks = [docs]
+    if len(docs) > self._max:
+      self._split.inc()
+      docs.sort(key=lambda d: (uniform_from_id(self._seed, "semdedup\x00" + d.id), d.id,
+                               d.source))
+      chunks = [docs[i:i + self._max] for i in range(0, len(docs), self._max)]
+    for chunk in chunks:
+      chunk.sort(key=_quality_order)
+      dup = dedup_group(np.stack([d.embedding for d in chunk]), self._eps)
+      for doc, j in zip(chunk, dup):
+        if j is not None:
+          self._duplicates.inc()
+        yield dataclasses.replace(doc, embedding=None).with_scores(
+            **{DUPLICATE_OF: None if j is None else chunk[j].id})
