@@ -40,5 +40,6 @@ setuptools.setup(
     # The bundled quality head (scripts/fit_quality_head.py writes it).
     package_data={"models": ["data/*.npz"]},
     install_requires=REQUIRED,
-    extras_require={"test": TEST},
+    # scikit-learn: only benchmarks/kmeans_speed.py's peer (MiniBatchKMeans).
+    extras_require={"test": TEST, "bench": ["scikit-learn==1.9.1"]},
 )

@@ -135,6 +135,10 @@ _TABLE = (
             "with sum over clusters of min(x, size) = k, and min(x, size) documents drawn "
             "from each cluster (coverage of topics)", (EMBEDDINGS, CLUSTERS),
             _balanced(random_key), quota_key=random_key),
+    Sampler("balanced_far", "like balanced, each cluster's quota filled with the "
+            "documents farthest from its centroid (prototypes inside the cap)",
+            (EMBEDDINGS, CLUSTERS), _balanced(lambda seed: prototype_key),
+            quota_key=lambda seed: prototype_key),
     Sampler("ask_llm_balanced", "like balanced, each cluster's quota filled with its "
             "best documents by Ask-LLM", (ASK_LLM, EMBEDDINGS, CLUSTERS),
             _balanced(lambda seed: ask_llm_key), quota_key=lambda seed: ask_llm_key),

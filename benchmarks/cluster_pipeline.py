@@ -47,7 +47,7 @@ from transforms.sampling import uniform_from_id  # noqa: E402
 
 FINEWEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
                        "data", "fineweb_edu_annotated_dev.jsonl")
-COVERAGE_SAMPLERS = ("random", "density", "balanced", "semdedup", "prototypes")
+COVERAGE_SAMPLERS = ("random", "density", "balanced", "balanced_far", "semdedup", "prototypes")
 
 
 def write_corpus(path, docs):
@@ -155,7 +155,7 @@ def duplicates(args, records, tmp):
   docs = [(r["id"], r["text"]) for r in base] + copies
   in_dir = os.path.join(tmp, "dup_in")
   write_corpus(in_dir, docs)
-  samplers = ("random", "density", "balanced", "semdedup", "prototypes")
+  samplers = COVERAGE_SAMPLERS
   print(f"\nnear-duplicates: {len(docs)} documents, {len(copies)} near-copies; share of "
         "near-copies among the selected", flush=True)
   print(f"{'seed':>4} " + " ".join(f"{s:>10}" for s in samplers), flush=True)
