@@ -345,6 +345,37 @@ def _files(stats: dict) -> str:
                            numeric=(1, 2)))
 
 
+def _clusters(stats: dict, metrics: dict) -> str:
+  clusters = stats.get("clusters") or []
+  if not clusters:
+    return ""
+  info = metrics.get("clusters") or {}
+  shares = [c["selected"] / c["documents"] if c["documents"] else 0.0 for c in clusters]
+  chart = _bar_chart("clusters", [str(c["cluster"]) for c in clusters],
+                     [100 * s for s in shares], "% of the cluster selected")
+  rows = [(c["cluster"], c["documents"], c["selected"], f"{s:.1%}")
+          for c, s in zip(clusters, shares)]
+  facts = []
+  if info:
+    facts.append(f"{info.get('clusters', 0):,} clusters (k-means on the embeddings"
+                 + (f", from {_esc(info['clusters_from'])}" if info.get("clusters_from")
+                    else "") + f"); sizes min {info.get('min', 0):,}, median "
+                 f"{info.get('median', 0):,g}, max {info.get('max', 0):,}; "
+                 f"{info.get('empty', 0):,} empty.")
+    if info.get("balanced"):
+      b = info["balanced"]
+      facts.append(f"Balanced cap {b['cap']:g}: each cluster gives min(cap, size) of its "
+                   f"documents, {b['k']:,} in all; {b['capped_clusters']:,} clusters were "
+                   "larger than their quota.")
+  more = stats.get("cluster_count", len(clusters)) - len(clusters)
+  return ("<h2 id='clusters'>Selected share per cluster</h2>"
+          + "".join(f"<p class='muted'>{f}</p>" for f in facts)
+          + (f"<p class='muted'>The {len(clusters)} largest of "
+             f"{stats['cluster_count']:,} clusters.</p>" if more > 0 else "")
+          + chart + _table(("cluster", "documents", "selected", "share"), rows,
+                           numeric=(0, 1, 2)))
+
+
 def _short(path: str, width: int = 48) -> str:
   return path if len(path) <= width else "…" + path[-(width - 1):]
 
@@ -439,7 +470,7 @@ def render(job: JobConfig, metrics: dict, stats: Optional[dict],
           "Scores</a> · <a href='#files'>Files</a> · <a href='#examples'>Examples</a></p>",
           _run_card(job, metrics, model_ids or {}), _funnel(metrics, stats)]
   if stats and stats["documents"]:
-    body += [_scores(stats), _files(stats), _examples(stats)]
+    body += [_scores(stats), _files(stats), _clusters(stats, metrics), _examples(stats)]
   else:
     body.append("<p>No valid documents: nothing was scored or selected.</p>")
   body += [_quality_head(metrics), _density(metrics)]

@@ -60,7 +60,7 @@ def write_corpus(path, docs):
 def run_job(in_dir, out_dir, sampler, seed, cache, extra):
   argv = [f"--input={in_dir}/*.jsonl", f"--output={out_dir}", "--id_field=id",
           "--keep_fraction=0.2", f"--sampler={sampler}", f"--seed={seed}",
-          f"--cache={cache}", "--report=false", *extra]
+          f"--cache={cache}", "--report=false", "--overwrite", *extra]
   t = time.perf_counter()
   metrics = select_data.run(argv)
   elapsed = time.perf_counter() - t

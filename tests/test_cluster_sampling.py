@@ -212,8 +212,15 @@ def test_balanced_takes_min_cap_size_from_each_cluster(tmp_path, tiny_bert_dir):
 
 def test_prototypes_keeps_the_farthest_from_their_centroid(tmp_path, tiny_bert_dir):
   _topics_corpus(str(tmp_path / "in"))
-  out, _ = _run(tmp_path, tiny_bert_dir, "p", "--sampler=prototypes", "--num_clusters=3")
+  out, _ = _run(tmp_path, tiny_bert_dir, "p", "--sampler=prototypes", "--num_clusters=3",
+                "--report=true")
   scores = read_jsonl(os.path.join(out, "scores", "*.jsonl"))
+  # The report shows each cluster's selected share (counted in the pipeline).
+  stats = json.load(open(os.path.join(out, "report.json")))
+  want = collections.Counter(s["cluster"] for s in scores)
+  assert {c["cluster"]: c["documents"] for c in stats["clusters"]} == dict(want)
+  assert sum(c["selected"] for c in stats["clusters"]) == 15
+  assert "Selected share per cluster" in open(os.path.join(out, "report.html")).read()
   by_distance = sorted(scores, key=lambda s: (-s["cluster_distance"], s["id"]))
   assert {s["id"] for s in scores if s["selected"]} == {s["id"] for s in by_distance[:15]}
   ranked = read_selected(out, CLUSTER_FEATURES)

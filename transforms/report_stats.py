@@ -36,6 +36,7 @@ SCATTER_POINTS = 1000
 EXAMPLES = 5
 REJECTED_EXAMPLES = 3
 TOP_FILES = 20
+TOP_CLUSTERS = 30  # the largest clusters shown with their selected share
 EXCERPT_CHARS = 300
 # Columns are handed on in chunks of this many documents (bounds a bundle's memory).
 _CHUNK = 10_000
@@ -150,6 +151,7 @@ class Summary:
     self.selected = 0
     self.chars = [0, 0]                             # all, selected
     self.files: Dict[str, List[int]] = {}           # file -> [documents, selected]
+    self.clusters: Dict[int, List[int]] = {}        # cluster -> [documents, selected]
     self.low: Dict[Tuple[str, str], float] = {}     # (column, kept|dropped) -> min
     self.high: Dict[Tuple[str, str], float] = {}
     self.lists = _lists()
@@ -173,6 +175,13 @@ class Summary:
       counts = self.files[file] = [0, 0]
     counts[0] += 1
     counts[1] += kept
+    cluster = doc.scores.get("cluster")
+    if cluster is not None:
+      counts = self.clusters.get(cluster)
+      if counts is None:
+        counts = self.clusters[cluster] = [0, 0]
+      counts[0] += 1
+      counts[1] += kept
     lists = self.lists
     scatter = lists["scatter"]
     # The scatter sample: a CRC-32 of (seed, id) (cheap, the same on every runner), then
@@ -222,10 +231,11 @@ class Summary:
     self.documents += other.documents
     self.selected += other.selected
     self.chars = [a + b for a, b in zip(self.chars, other.chars)]
-    for f, (n, k) in other.files.items():
-      counts = self.files.setdefault(f, [0, 0])
-      counts[0] += n
-      counts[1] += k
+    for mine, theirs in ((self.files, other.files), (self.clusters, other.clusters)):
+      for f, (n, k) in theirs.items():
+        counts = mine.setdefault(f, [0, 0])
+        counts[0] += n
+        counts[1] += k
     for key, v in other.low.items():
       self.low[key] = min(v, self.low.get(key, v))
     for key, v in other.high.items():
@@ -423,11 +433,15 @@ def assemble(summary: Summary, quantiles: Dict[Tuple[str, str], list],
     # The worst score that was kept: everything better was kept too.
     cutoff = (summary.low if higher_is_better else summary.high)[(ranked_by, KEPT)]
   files = sorted(summary.files.items(), key=lambda kv: (-kv[1][0], kv[0]))
+  clusters = sorted(summary.clusters.items(), key=lambda kv: (-kv[1][0], kv[0]))
   return {
       "documents": summary.documents, "selected": summary.selected,
       "chars": {"all": summary.chars[0], "selected": summary.chars[1]},
       "file_count": len(files),
       "files": [{"file": f, "documents": n, "selected": k} for f, (n, k) in files[:TOP_FILES]],
+      "cluster_count": len(clusters),
+      "clusters": [{"cluster": c, "documents": n, "selected": k}
+                   for c, (n, k) in clusters[:TOP_CLUSTERS]],
       "score_names": list(names), "ranked_by": ranked_by, "order_name": order_name,
       "higher_is_better": higher_is_better, "cutoff": cutoff, "scores": scores,
       "scatter": {"columns": [CHARS, "selected"] + list(names),
