@@ -56,9 +56,16 @@ class ClusterSums:
 
   def add(self, x: np.ndarray, labels: np.ndarray, k: int) -> "ClusterSums":
     q = fixed_point(x)
+    labels = np.asarray(labels, np.int64)
     sums = np.zeros((k, q.shape[1]), np.int64)
-    np.add.at(sums, labels, q)
     counts = np.bincount(labels, minlength=k).astype(np.int64)
+    if len(labels):
+      # Rows sorted by cluster, then one vectorised sum per run of equal labels
+      # (np.add.at does the same one element at a time, about 10x slower).
+      order = np.argsort(labels, kind="stable")
+      present = np.flatnonzero(counts)
+      starts = np.concatenate([[0], np.cumsum(counts[present])[:-1]])
+      sums[present] = np.add.reduceat(q[order], starts, axis=0)
     return self.merge(ClusterSums(sums, counts))
 
   def merge(self, other: "ClusterSums") -> "ClusterSums":
