@@ -116,12 +116,9 @@ def from_runner(result, job: JobConfig, staging: str, wall_s: float,
       sketch = sketch_io.load_sketch(sketch_path, verify=False)
       extra["sketch"] = {**sketch.params.to_dict(), "documents": sketch.n,
                          "path": job.sketch_from or FileSystems.join(job.output, SKETCH_FILE)}
-  stats_path = FileSystems.join(staging, CLUSTER_STATS_FILE)
-  if job.sampler.uses(CLUSTERS) and FileSystems.exists(stats_path):
-    with FileSystems.open(stats_path) as f:
-      extra["clusters"] = {**json.loads(f.read()),
-                           "path": job.clusters_from or FileSystems.join(job.output,
-                                                                         CLUSTERS_FILE)}
+  clusters = cluster_stats(job, staging)
+  if clusters is not None:
+    extra["clusters"] = clusters
   if job.keep_tokens and counts.get(m.SELECTED_TOKENS, 0) < job.keep_tokens:
     extra["note"] = (f"--keep_tokens={job.keep_tokens} is more than the corpus holds "
                      f"({counts.get(m.SELECTED_TOKENS, 0)} tokens): every document was "
@@ -133,6 +130,16 @@ def from_runner(result, job: JobConfig, staging: str, wall_s: float,
   if doc["ask_llm"] is not None and "chat_template" in resolved:
     doc["ask_llm"]["chat_template_used"] = resolved["chat_template"]
   return doc
+
+
+def cluster_stats(job: JobConfig, staging: str) -> Optional[Dict[str, Any]]:
+  """metrics.json `clusters`: the sizes and cap the run wrote to clusters.json."""
+  path = FileSystems.join(staging, CLUSTER_STATS_FILE)
+  if not job.sampler.uses(CLUSTERS) or not FileSystems.exists(path):
+    return None
+  with FileSystems.open(path) as f:
+    return {**json.loads(f.read()),
+            "path": job.clusters_from or FileSystems.join(job.output, CLUSTERS_FILE)}
 
 
 def applied_head(spec: str) -> Dict[str, Any]:
@@ -177,15 +184,19 @@ class PipelineSummary:
   """metrics.json computed inside the pipeline, from its side inputs (the number of
   valid documents, rejected records by reason, the selection plan)."""
 
-  def __init__(self, job: JobConfig, caches: Optional[Dict[str, Any]] = None):
+  def __init__(self, job: JobConfig, caches: Optional[Dict[str, Any]] = None,
+               staging: Optional[str] = None):
     self._job = job
     self._caches = caches or {}
+    self._staging = staging
 
   def __call__(self, valid: int, reasons: Dict[str, int], plan) -> Dict[str, Any]:
     counts = {m.VALID: valid, "rejected_by_reason": dict(sorted(reasons.items())),
               m.SELECTED: plan.k}
     counts[m.READ] = valid + sum(reasons.values())
+    clusters = cluster_stats(self._job, self._staging) if self._staging else None
     return metrics_document(
         self._job, counts, cache=caching.cache_metrics(self._job, self._caches),
         note="written by the pipeline; see the runner's counters (namespace "
-             "select_data) for per-stage counts and times")
+             "select_data) for per-stage counts and times",
+        **({"clusters": clusters} if clusters is not None else {}))

@@ -303,3 +303,20 @@ def test_semdedup_removes_planted_near_copies_with_the_bundled_model(tmp_path):
   assert not [s for s in scores if s["duplicate_of"] and "#copy" not in s["id"]]
   assert metrics["counts"]["selected"] == 10
   assert not [s for s in scores if s["selected"] and "#copy" in s["id"]]
+
+
+def test_finalize_in_the_pipeline_reports_the_clusters(tmp_path, tiny_bert_dir):
+  """A launch nobody waits for (a Flex Template) writes metrics.json in the pipeline: it
+  carries the cluster sizes and the cap too."""
+  _topics_corpus(str(tmp_path / "in"))
+  out = str(tmp_path / "t")
+  got = select_data.run([f"--input={tmp_path}/in/*.jsonl", f"--output={out}", "--id_field=id",
+                         f"--embedding_model={tiny_bert_dir}", "--device=cpu",
+                         "--sampler=balanced", "--num_clusters=4", "--keep_count=12",
+                         "--report=false", f"--template_location={tmp_path}/template.json"],
+                        test_pipeline=TestPipeline(runner="FnApiRunner"))
+  assert got is None
+  metrics = json.load(open(os.path.join(out, "metrics.json")))
+  assert metrics["clusters"]["clusters"] == 4 and metrics["clusters"]["balanced"]["k"] == 12
+  assert metrics["clusters"]["documents"] == 60 == metrics["counts"]["valid"]
+  assert os.path.exists(os.path.join(out, "clusters.npz"))
