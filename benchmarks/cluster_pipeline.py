@@ -170,7 +170,7 @@ def duplicates(args, records, tmp):
         dups[seed] = metrics["counts"].get("semdedup:duplicates")
     print(f"{seed:>4} " + " ".join(f"{shares[s][-1]:>10.3f}" for s in samplers), flush=True)
   print(f"mean " + " ".join(f"{np.mean(shares[s]):>10.3f}" for s in samplers)
-        + f"   (semdedup marked {sorted(set(dups.values()))} duplicates; 580 planted)",
+        + f"   (semdedup marked {sorted(set(dups.values()))} duplicates; {len(copies)} planted)",
         flush=True)
   return {s: float(np.mean(v)) for s, v in shares.items()}
 
