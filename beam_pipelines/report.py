@@ -351,7 +351,7 @@ def _clusters(stats: dict, metrics: dict) -> str:
     return ""
   info = metrics.get("clusters") or {}
   shares = [c["selected"] / c["documents"] if c["documents"] else 0.0 for c in clusters]
-  chart = _bar_chart("clusters", [str(c["cluster"]) for c in clusters],
+  chart = _bar_chart("clusters", [f"{c['cluster']} ({c['documents']:,} docs)" for c in clusters],
                      [100 * s for s in shares], "% of the cluster selected")
   rows = [(c["cluster"], c["documents"], c["selected"], f"{s:.1%}")
           for c, s in zip(clusters, shares)]
