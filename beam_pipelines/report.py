@@ -351,8 +351,9 @@ def _clusters(stats: dict, metrics: dict) -> str:
     return ""
   info = metrics.get("clusters") or {}
   shares = [c["selected"] / c["documents"] if c["documents"] else 0.0 for c in clusters]
-  chart = _bar_chart("clusters", [f"{c['cluster']} ({c['documents']:,} docs)" for c in clusters],
-                     [100 * s for s in shares], "% of the cluster selected")
+  labels = [f"{c['cluster']} ({c['documents']:,} docs)" for c in clusters]
+  chart = _bar_chart("clusters", labels, [100 * s for s in shares],
+                     "% of the cluster selected")
   rows = [(c["cluster"], c["documents"], c["selected"], f"{s:.1%}")
           for c, s in zip(clusters, shares)]
   facts = []

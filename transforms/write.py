@@ -227,8 +227,8 @@ def _is_text_column(name: str) -> bool:
 def scores_schema(score_names: Sequence[str], text_columns: Sequence[str] = ()) -> pa.Schema:
   """The columns of a Parquet scores/: id, source, one per name in `score_names` (float64;
   int64 for INT_SCORE_FEATURES; string for `*_error` and TEXT_SCORES), one string column
-  per name in `text_columns` (--keep_fields), selected, rank, and other_scores: a JSON object of the scores of a row that have no
-  column (null when there are none)."""
+  per name in `text_columns` (--keep_fields), selected, rank, and other_scores: a JSON
+  object of the scores of a row that have no column (null when there are none)."""
   names = list(score_names) + list(text_columns)
   texts = set(text_columns)
   clash = sorted(set(names) & set(_ROW_COLUMNS + (OTHER_SCORES,)))
