@@ -313,10 +313,18 @@ def test_finalize_in_the_pipeline_reports_the_clusters(tmp_path, tiny_bert_dir):
   got = select_data.run([f"--input={tmp_path}/in/*.jsonl", f"--output={out}", "--id_field=id",
                          f"--embedding_model={tiny_bert_dir}", "--device=cpu",
                          "--sampler=balanced", "--num_clusters=4", "--keep_count=12",
-                         "--report=false", f"--template_location={tmp_path}/template.json"],
+                         "--report=false", "--scores_format=parquet",
+                         f"--template_location={tmp_path}/template.json"],
                         test_pipeline=TestPipeline(runner="FnApiRunner"))
   assert got is None
   metrics = json.load(open(os.path.join(out, "metrics.json")))
   assert metrics["clusters"]["clusters"] == 4 and metrics["clusters"]["balanced"]["k"] == 12
   assert metrics["clusters"]["documents"] == 60 == metrics["counts"]["valid"]
   assert os.path.exists(os.path.join(out, "clusters.npz"))
+  # Parquet scores/ (the default for gs:// outputs, so for template launches; this
+  # combination once failed while the graph was built): `cluster` is an int64 column.
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  table = pq.read_table(os.path.join(out, "scores"))
+  assert table.schema.field("cluster").type == pa.int64()
+  assert sorted(set(table.column("cluster").to_pylist())) == [0, 1, 2, 3]

@@ -372,12 +372,14 @@ class WriteOutputs(beam.PTransform):
     if self._schema is None:
       scores = rows | "WriteScores" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl")
     else:
-      schema = self._schema
+      # (Not `schema`: that is the features.json step, which the caller waits for.)
+      table_schema = self._schema
       # A file sink (temp dir, then finalisation), so a retried bundle leaves no duplicate
       # rows. Snappy: pyarrow's own default, and every Parquet reader has it.
-      scores = (rows | "ParquetScoreRows" >> beam.Map(parquet_row, schema.names, self._kept)
+      scores = (rows
+                | "ParquetScoreRows" >> beam.Map(parquet_row, table_schema.names, self._kept)
                 | "WriteScoresParquet" >> beam.io.WriteToParquet(
-                    prefix, schema=schema, codec="snappy", file_name_suffix=".parquet"))
+                    prefix, schema=table_schema, codec="snappy", file_name_suffix=".parquet"))
     rejected = (pcolls["rejected"] | "RejectedJson" >> beam.Map(Rejected.to_json)
                 | "WriteRejected" >> beam.io.WriteToText(
                     FileSystems.join(out, REJECTED_DIR, "part"), file_name_suffix=".jsonl"))
