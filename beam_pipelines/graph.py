@@ -17,6 +17,7 @@ from beam_pipelines.options import JobConfig
 from beam_pipelines.samplers import CLUSTERS, DENSITY, HEAD, SEMDEDUP
 from transforms import cluster_sampling, kmeans, quality, quality_head, sketch_io
 from transforms import read as read_lib
+from transforms import records
 from transforms import write as write_lib
 from transforms.density import AttachDensity, BuildSketch, EmbedDocuments
 from transforms.inference import error_field
@@ -43,9 +44,9 @@ def score_names(job: JobConfig) -> List[str]:
   if job.sampler.uses(DENSITY):
     names += ["density", "sampling_weight"]
   if job.sampler.uses(CLUSTERS):
-    names += ["cluster", "cluster_distance"]
+    names += [records.CLUSTER, records.CLUSTER_DISTANCE]
   if job.sampler.uses(SEMDEDUP):
-    names += ["duplicate_of"]
+    names += [records.DUPLICATE_OF]
   if job.tokenizer:
     names += [write_lib.NUM_TOKENS]  # of the selected documents
   return names

@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Dict, Optional, Tuple
 
-from transforms.sampling import (CLUSTER, CLUSTER_DISTANCE, DUPLICATE_OF, density_sampling_key,
-                                 quota_key, random_key)
+from transforms.records import CLUSTER, CLUSTER_DISTANCE, DUPLICATE_OF
+from transforms.sampling import density_sampling_key, quota_key, random_key
 
 # What a sampler needs computed; the graph adds exactly these stages.
 ASK_LLM = "ask_llm"          # Ask-LLM scores on every document
@@ -68,8 +68,11 @@ def semdedup_key(seed: int):
   return key
 
 
-def _balanced(within: Callable[[int], Callable]) -> Callable[[int], Callable]:
-  return lambda seed: quota_key(within(seed))
+def _balanced(name: str, help: str, needs: Tuple[str, ...],
+              within: Callable[[int], Callable]) -> "Sampler":
+  """A cluster-balanced sampler: each cluster's quota filled in the order within(seed),
+  and the final key putting the documents in quota first."""
+  return Sampler(name, help, needs, lambda seed: quota_key(within(seed)), quota_key=within)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,20 +134,17 @@ _TABLE = (
     Sampler("perplexity", "keep the lowest per-token perplexity under --scorer_model (a "
             "causal LM)", (PERPLEXITY,), lambda seed: perplexity_key,
             ranked_by="perplexity", higher_is_better=False),
-    Sampler("balanced", "cluster-balanced: k-means clusters of the embeddings, the cap x "
-            "with sum over clusters of min(x, size) = k, and min(x, size) documents drawn "
-            "from each cluster (coverage of topics)", (EMBEDDINGS, CLUSTERS),
-            _balanced(random_key), quota_key=random_key),
-    Sampler("balanced_far", "like balanced, each cluster's quota filled with the "
-            "documents farthest from its centroid (prototypes inside the cap)",
-            (EMBEDDINGS, CLUSTERS), _balanced(lambda seed: prototype_key),
-            quota_key=lambda seed: prototype_key),
-    Sampler("ask_llm_balanced", "like balanced, each cluster's quota filled with its "
-            "best documents by Ask-LLM", (ASK_LLM, EMBEDDINGS, CLUSTERS),
-            _balanced(lambda seed: ask_llm_key), quota_key=lambda seed: ask_llm_key),
-    Sampler("quality_head_balanced", "like ask_llm_balanced with the head",
-            (EMBEDDINGS, HEAD, CLUSTERS), _balanced(lambda seed: quality_key),
-            quota_key=lambda seed: quality_key),
+    _balanced("balanced", "cluster-balanced: k-means clusters of the embeddings, the cap x "
+              "with sum over clusters of min(x, size) = k, and min(x, size) documents drawn "
+              "from each cluster (coverage of topics)", (EMBEDDINGS, CLUSTERS), random_key),
+    _balanced("balanced_far", "like balanced, each cluster's quota filled with the "
+              "documents farthest from its centroid (prototypes inside the cap)",
+              (EMBEDDINGS, CLUSTERS), lambda seed: prototype_key),
+    _balanced("ask_llm_balanced", "like balanced, each cluster's quota filled with its "
+              "best documents by Ask-LLM", (ASK_LLM, EMBEDDINGS, CLUSTERS),
+              lambda seed: ask_llm_key),
+    _balanced("quality_head_balanced", "like ask_llm_balanced with the head",
+              (EMBEDDINGS, HEAD, CLUSTERS), lambda seed: quality_key),
     Sampler("semdedup", "SemDeDup: inside each cluster, a document more similar than 1 - "
             "--semdedup_eps to a kept one is a duplicate; draw k from the kept ones",
             (EMBEDDINGS, CLUSTERS, SEMDEDUP), semdedup_key),

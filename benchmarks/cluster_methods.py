@@ -73,6 +73,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from density_selection import entropy  # noqa: E402
 from sketch_accuracy import WEBORG, read_jsonl  # noqa: E402
 
+from transforms.cluster_sampling import balanced_quotas  # noqa: E402
 from transforms.kmeans import (ClusterSums, _sample_key, assign,  # noqa: E402
                                kmeans_plus_plus, update)
 from transforms.sampling import uniform_from_id  # noqa: E402
@@ -151,24 +152,12 @@ def fit(ids, x, k, iterations, seed, sample_size):
 # ---------------------------------------------------------------- selection rules
 
 def quotas(sizes, k, seed, names):
-  """Balanced quotas summing to exactly min(k, sum sizes): cap m, then m + 1 for the
-  first r clusters above the cap in hash order of their names."""
+  """Balanced quotas summing to exactly min(k, sum sizes) (the job's balanced_quotas),
+  the clusters above the cap ordered by the hash of their names."""
   sizes = np.asarray(sizes, np.int64)
-  if k >= sizes.sum():
-    return sizes.copy()
-  lo, hi = 0, int(sizes.max())
-  while lo < hi:  # largest m with sum min(m, n_c) <= k
-    mid = (lo + hi + 1) // 2
-    if np.minimum(sizes, mid).sum() <= k:
-      lo = mid
-    else:
-      hi = mid - 1
-  q = np.minimum(sizes, lo)
-  over = sorted((c for c in range(len(sizes)) if sizes[c] > lo),
-                key=lambda c: (uniform_from_id(seed, names[c]), c))
-  for c in over[:k - int(q.sum())]:
-    q[c] += 1
-  return q
+  _, q = balanced_quotas(dict(enumerate(sizes.tolist())), k, seed,
+                         tie_name=lambda c: names[c])
+  return np.array([q.get(c, 0) for c in range(len(sizes))], np.int64)
 
 
 def fill(labels, q, order_key):

@@ -22,20 +22,21 @@ import apache_beam as beam
 import numpy as np
 
 from transforms.metrics import SEMDEDUP_DUPLICATES, SEMDEDUP_SPLIT_GROUPS, counter
-from transforms.records import Document
-from transforms.sampling import CLUSTER, DUPLICATE_OF, uniform_from_id
+from transforms.records import CLUSTER, DUPLICATE_OF, Document
+from transforms.sampling import uniform_from_id
 from transforms.select import resolve_k
 
 
 
-def balanced_quotas(sizes: Mapping[int, int], k: int, seed: int
+def balanced_quotas(sizes: Mapping[int, int], k: int, seed: int,
+                    tie_name: Callable[[int], str] = lambda c: f"cluster\x00{c}"
                     ) -> Tuple[float, Dict[int, int]]:
   """(cap, {cluster: quota}): the cap x with sum_c min(x, n_c) = k, as integer quotas.
 
   The largest integer m with sum min(m, n_c) <= k is every cluster's base; the r
   documents left over go one each to r of the clusters larger than m, chosen by a hash
-  of (seed, cluster) (the tie rule). The quotas add up to exactly min(k, sum n_c), and
-  the cap returned is m + r / (clusters larger than m).
+  of (seed, tie_name(cluster)) (the tie rule). The quotas add up to exactly
+  min(k, sum n_c), and the cap returned is m + r / (clusters larger than m).
   """
   sizes = {int(c): int(n) for c, n in sizes.items() if n > 0}
   k = max(0, min(int(k), sum(sizes.values())))
@@ -51,7 +52,7 @@ def balanced_quotas(sizes: Mapping[int, int], k: int, seed: int
   quotas = {c: min(lo, n) for c, n in sizes.items()}
   left = k - sum(quotas.values())
   over = sorted((c for c, n in sizes.items() if n > lo),
-                key=lambda c: (uniform_from_id(seed, f"cluster\x00{c}"), c))
+                key=lambda c: (uniform_from_id(seed, tie_name(c)), c))
   for c in over[:left]:
     quotas[c] += 1
   return (lo + left / len(over) if over else float(lo)), quotas

@@ -27,7 +27,8 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.cluster_count import clusters_for
 from transforms.metrics import stage_clock
 from transforms.npz_files import npz_bytes
-from transforms.sampling import CLUSTER, CLUSTER_DISTANCE, uniform_from_id
+from transforms.records import CLUSTER, CLUSTER_DISTANCE
+from transforms.sampling import uniform_from_id
 
 # Fixed point of a vector component in the sums: |x| <= 1 for unit vectors, so a
 # cluster can hold 2^33 (8.6 billion) documents before an int64 sum could overflow.

@@ -25,7 +25,7 @@ import numpy as np
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.records import Document, Rejected, safe_str
+from transforms.records import CLUSTER, Document, Rejected, safe_str
 from transforms.sampling import uniform_from_id
 
 # Document length in characters, reported like a score.
@@ -175,7 +175,7 @@ class Summary:
       counts = self.files[file] = [0, 0]
     counts[0] += 1
     counts[1] += kept
-    cluster = doc.scores.get("cluster")
+    cluster = doc.scores.get(CLUSTER)
     if cluster is not None:
       counts = self.clusters.get(cluster)
       if counts is None:

@@ -17,10 +17,6 @@ import numpy as np
 from transforms.records import Document
 
 _SCALE = 2.0 ** -53
-# The scores of the cluster samplers (transforms/kmeans.py, transforms/cluster_sampling.py).
-CLUSTER = "cluster"
-CLUSTER_DISTANCE = "cluster_distance"
-DUPLICATE_OF = "duplicate_of"
 
 
 def uniform_from_id(seed: int, doc_id: str) -> float:
