@@ -21,7 +21,7 @@ from transforms import records
 from transforms import write as write_lib
 from transforms.density import AttachDensity, BuildSketch, EmbedDocuments
 from transforms.inference import error_field
-from transforms.report_stats import ReportStatistics
+from transforms.report_stats import COLUMNS_TAG, SUMMARY_TAG, ReportStatistics
 from transforms.score import ScoreAskLLM, ScorePerplexity
 from transforms.score_cache import CacheSpec
 from transforms.select import SelectTopK, resolve_k
@@ -125,6 +125,7 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
   if job.keep_tokens:
     docs = docs | "CountTokens" >> CountTokens(job.tokenizer, job.append_eos)
   selection, rest = _select(job, docs, total)
+  statistics = _report_statistics(job) if job.report else None
   outputs = ({"ranked": selection["ranked"], "not_selected": rest,
               "rejected": read["rejected"]}
              | "WriteOutputs" >> WriteOutputs(staging, scores_format=job.scores_format,
@@ -132,11 +133,17 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
                                               tokenizer=job.tokenizer,
                                               append_eos=job.append_eos,
                                               kept_fields=job.keep_fields,
-                                              output_formats=job.output_formats))
+                                              output_formats=job.output_formats,
+                                              tap=statistics.tap() if statistics is not None else None))
+  tapped = outputs.pop("tap", None)
   written.extend(outputs.values())
-  if job.report:
-    written.append(_report_statistics(job, outputs["selected"], rest, read["rejected"],
-                                      staging))
+  if statistics is not None:
+    # The report's per-document part ran in the scores/ step (see ReportTap).
+    stats = ({"summaries": tapped[SUMMARY_TAG], "columns": tapped[COLUMNS_TAG],
+              "rejected": read["rejected"]} | "ReportStatistics" >> statistics)
+    path = FileSystems.join(staging, REPORT_DATA_FILE)
+    written.append(stats | "WriteReportData" >> beam.Map(
+        lambda s: write_lib.write_json_atomic(path, s)))
   if finalize_in_pipeline:
     from beam_pipelines import report  # matplotlib, only where the report is drawn
     p | "Finalize" >> write_lib.FinalizeOutput(
@@ -148,21 +155,17 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
 
 
 def report_score_names(job: JobConfig) -> List[str]:
-  """The numeric scores the report summarises (not the `*_error` texts)."""
-  return [n for n in score_names(job) if not n.endswith("_error")]
+  """The numeric scores the report summarises (not the texts: `*_error`, duplicate_of)."""
+  return [n for n in score_names(job) if not write_lib.is_text_column(n)]
 
 
-def _report_statistics(job: JobConfig, selected, rest, rejected, staging: str):
-  """report.json: the statistics report.html is drawn from (transforms/report_stats.py)."""
-  stats = ({"selected": selected, "not_selected": rest, "rejected": rejected}
-           | "ReportStatistics" >> ReportStatistics(
-               report_score_names(job), job.seed,
-               job.sampler.order_key(job.seed) if job.sampler.order_name else None,
-               job.sampler.ranked_by, job.sampler.higher_is_better,
-               order_name=job.sampler.order_name))
-  path = FileSystems.join(staging, REPORT_DATA_FILE)
-  return stats | "WriteReportData" >> beam.Map(
-      lambda s: write_lib.write_json_atomic(path, s))
+def _report_statistics(job: JobConfig) -> ReportStatistics:
+  """The transform behind report.json, the statistics report.html is drawn from."""
+  return ReportStatistics(
+      report_score_names(job), job.seed,
+      job.sampler.order_key(job.seed) if job.sampler.order_name else None,
+      job.sampler.ranked_by, job.sampler.higher_is_better,
+      order_name=job.sampler.order_name)
 
 
 def _quality_head(p, job: JobConfig, docs, staging: str, written: list):

@@ -120,17 +120,12 @@ def test_summaries_merge_in_any_order(cuts, order):
   outcomes = _outcomes(_docs(n=120, files=4), 30)
   bounds = sorted(set([0, 120] + cuts))
   parts = []
+  tap = rs.ReportTap(["s", "t"], seed=3, sort_key=_key)
   for a, b in zip(bounds[:-1], bounds[1:]):
-    s = rs.Summary(["s", "t"])
-    rows = []
+    bundle = tap.start()
     for doc, rank in outcomes[a:b]:
-      t = doc.scores["t"]
-      rows.append([float(rank is not None), float(len(doc.text)), doc.scores["s"],
-                   np.nan if t is None else t])
-      s.add(doc, rank, rows[-1], 3, _key)
-    if rows:
-      s.add_chunk(np.array(rows))
-    parts.append(s.materialize())
+      bundle.add(doc, rank)
+    parts.append(bundle.summary())
 
   def merged(parts):
     total = rs.Summary(["s", "t"])
@@ -272,3 +267,19 @@ def test_report_false_writes_no_report_and_a_draw_marks_no_cutoff(tmp_path):
   page = open(tmp_path / "b" / "report.html", encoding="utf-8").read()
   assert "The first drawn" in page
   assert "cutoff" not in page.split("id='examples'")[0].lower()
+
+
+def test_score_columns_are_numbers_or_nan():
+  # The usual chunk (floats, ints, None) is converted at once; a bool or a text in a
+  # score is not a number, and infinities stay (the statistics drop them with NaN).
+  assert np.array_equal(rs._as_numbers([0.5, 2, None, float("inf")]),
+                        [0.5, 2.0, np.nan, np.inf], equal_nan=True)
+  assert np.array_equal(rs._as_numbers([0.5, True, "12", None]),
+                        [0.5, np.nan, np.nan, np.nan], equal_nan=True)
+  bundle = rs.ReportTap(["s"], seed=0, sort_key=None).start()
+  for i, value in enumerate([0.25, "d0001", None, 3]):
+    bundle.add(Document(id=f"d{i}", text="abc", source="f.jsonl:1", scores={"s": value}),
+               None)
+  summary = bundle.summary()
+  assert summary.documents == 4
+  assert (summary.low[("s", rs.DROPPED)], summary.high[("s", rs.DROPPED)]) == (0.25, 3.0)

@@ -160,51 +160,6 @@ class Summary:
   def columns(self) -> List[str]:
     return [CHARS] + self.names
 
-  def add(self, doc: Document, rank: Optional[int], row: Sequence[float], seed: int,
-          sort_key: Optional[Callable]) -> None:
-    """The per-document part: the input file's counts and the bounded lists. `row` is
-    the document's chunk row [selected, chars, score or NaN ...]; `seed` is
-    scatter_seed(--seed)."""
-    # The hottest code of the report (once per document): cheap tests first.
-    kept = rank is not None
-    source = doc.source  # "path:line", "path:#record" or "path:after#record"
-    i = source.rfind(":")
-    file = source[:i] if i >= 0 else source
-    counts = self.files.get(file)
-    if counts is None:
-      counts = self.files[file] = [0, 0]
-    counts[0] += 1
-    counts[1] += kept
-    cluster = doc.scores.get(CLUSTER)
-    if cluster is not None:
-      counts = self.clusters.get(cluster)
-      if counts is None:
-        counts = self.clusters[cluster] = [0, 0]
-      counts[0] += 1
-      counts[1] += kept
-    lists = self.lists
-    scatter = lists["scatter"]
-    # The scatter sample: a CRC-32 of (seed, id) (cheap, the same on every runner), then
-    # the id and source (unique); the tuple is built only for a hash that could enter.
-    h = zlib.crc32(doc.id.encode("utf-8"), seed)
-    if scatter._worst is None or h <= scatter._worst[0]:
-      key = (h, doc.id, source)
-      if scatter.wants(key):
-        scatter.push(key, [row[1], kept] + [v if math.isfinite(v) else None for v in row[2:]])
-    names = self.names
-    if kept:
-      if lists["top"].wants((rank,)):
-        lists["top"].push((rank,), lambda: _example(doc, rank, names))
-      if lists["last_selected"].wants((rank,)):
-        lists["last_selected"].push((rank,), lambda: _example(doc, rank, names))
-    if sort_key is None:
-      return
-    order = sort_key(doc)
-    if not kept and lists["first_not_selected"].wants(order):
-      lists["first_not_selected"].push(order, lambda: _example(doc, rank, names))
-    if lists["bottom"].wants(order):
-      lists["bottom"].push(order, lambda: _example(doc, rank, names))
-
   def add_chunk(self, chunk: np.ndarray) -> None:
     """Counts, characters and extremes of a chunk of rows."""
     kept = chunk[:, 0] > 0
@@ -257,44 +212,160 @@ def _number_or_nan(value) -> float:
   return float(value)  # inf stays inf: np.isfinite drops it with NaN
 
 
-class _SummarizeBundle(beam.DoFn):
-  """Summarises a bundle of outcomes: (Document, rank) for the selected, a Document for
-  the others. Main output: one Summary per bundle; output `columns`: float64 arrays
-  [selected, chars, score...] of at most _CHUNK rows."""
+_PLAIN_NUMBERS = frozenset((float, int, type(None)))
+
+
+def _as_numbers(values: List[Any]) -> np.ndarray:
+  """Score values as float64, NaN for a missing or non-numeric one (a bool, a text). A
+  chunk of only floats, ints and None (the usual case) is converted by numpy at once."""
+  if set(map(type, values)) <= _PLAIN_NUMBERS:
+    return np.array(values, dtype=np.float64)  # None becomes NaN
+  return np.array([_number_or_nan(v) for v in values], dtype=np.float64)
+
+
+# The tags of a ReportTap's outputs: one Summary per bundle, and the score columns.
+SUMMARY_TAG, COLUMNS_TAG = "report_summary", "report_columns"
+
+
+def _in_global_window(value):
+  """For outputs emitted from finish_bundle, which has no element to take a window from."""
+  return WindowedValue(value, GlobalWindow().max_timestamp(), [GlobalWindow()])
+
+
+class ReportTap:
+  """The report's per-document part, for a step that visits every outcome anyway.
+
+  The job runs it inside the step that formats the scores/ rows (WriteOutputs), so the
+  report adds no Beam step per document: that step's per-element dispatch was most of
+  the report's cost. `start()` at each bundle's start gives a BundleSummary; the outputs
+  it returns go under their tags (SUMMARY_TAG, COLUMNS_TAG) to ReportStatistics.
+  """
+  TAGS = (SUMMARY_TAG, COLUMNS_TAG)
 
   def __init__(self, names: Sequence[str], seed: int, sort_key: Optional[Callable]):
     self._names = list(names)
     self._seed = scatter_seed(seed)
     self._sort_key = sort_key
 
-  def start_bundle(self):
-    self._summary = Summary(self._names)
-    self._rows: List[List[float]] = []
+  def start(self) -> "BundleSummary":
+    return BundleSummary(self._names, self._seed, self._sort_key)
 
-  def process(self, outcome):
-    doc, rank = (outcome, None) if isinstance(outcome, Document) else outcome
+
+class BundleSummary:
+  """One bundle's summary of (Document, rank or None) outcomes: a Summary, and the score
+  columns handed on as float64 arrays [selected, chars, score...] of at most _CHUNK rows.
+
+  `add` is the hottest code of the report (once per document): it only appends to
+  column lists, counts the input file (and cluster), and tests a few bounds; the rest is
+  done a chunk at a time with numpy.
+  """
+
+  def __init__(self, names: Sequence[str], seed: int, sort_key: Optional[Callable]):
+    self._names = list(names)
+    self._seed = seed
+    self._sort_key = sort_key
+    self._summary = Summary(names)
+    self._kept: List[bool] = []
+    self._chars: List[int] = []
+    self._scores: List[Any] = []  # n x len(names) values, flat
+
+  def add(self, doc: Document, rank: Optional[int]) -> Optional[Tuple[str, np.ndarray]]:
+    """Adds one outcome; returns (COLUMNS_TAG, chunk) when a chunk is full."""
+    kept = rank is not None
+    chars = len(doc.text)
     scores = doc.scores
-    row = [0.0 if rank is None else 1.0, float(len(doc.text))]
-    row.extend([_number_or_nan(scores.get(n)) for n in self._names])
-    self._rows.append(row)
-    self._summary.add(doc, rank, row, self._seed, self._sort_key)
-    if len(self._rows) >= _CHUNK:
-      yield beam.pvalue.TaggedOutput("columns", self._flush())
+    self._kept.append(kept)
+    self._chars.append(chars)
+    names = self._names
+    if names:
+      # One flat list (no container per document): made numbers a chunk at a time.
+      self._scores.extend(map(scores.get, names))
+    summary = self._summary
+    source = doc.source  # "path:line", "path:#record" or "path:after#record"
+    file, colon, _ = source.rpartition(":")
+    counts = summary.files.get(file if colon else source)
+    if counts is None:
+      counts = summary.files[file if colon else source] = [0, 0]
+    counts[0] += 1
+    counts[1] += kept
+    if scores:
+      cluster = scores.get(CLUSTER)
+      if cluster is not None:
+        counts = summary.clusters.get(cluster)
+        if counts is None:
+          counts = summary.clusters[cluster] = [0, 0]
+        counts[0] += 1
+        counts[1] += kept
+    lists = summary.lists
+    scatter = lists["scatter"]
+    # The scatter sample: a CRC-32 of (seed, id) (cheap, the same on every runner), then
+    # the id and source (unique); the tuple is built only for a hash that could enter.
+    h = zlib.crc32(doc.id.encode("utf-8"), self._seed)
+    if scatter._worst is None or h <= scatter._worst[0]:
+      key = (h, doc.id, source)
+      if scatter.wants(key):
+        scatter.push(key, [float(chars), kept] + [_finite(scores.get(n)) for n in names])
+    if kept:
+      if lists["top"].wants((rank,)):
+        lists["top"].push((rank,), lambda: _example(doc, rank, names))
+      if lists["last_selected"].wants((rank,)):
+        lists["last_selected"].push((rank,), lambda: _example(doc, rank, names))
+    if self._sort_key is not None:
+      order = self._sort_key(doc)
+      if not kept and lists["first_not_selected"].wants(order):
+        lists["first_not_selected"].push(order, lambda: _example(doc, rank, names))
+      if lists["bottom"].wants(order):
+        lists["bottom"].push(order, lambda: _example(doc, rank, names))
+    if len(self._kept) >= _CHUNK:
+      return COLUMNS_TAG, self._flush()
+    return None
 
   def _flush(self) -> np.ndarray:
-    chunk = np.asarray(self._rows, dtype=np.float64).reshape(len(self._rows),
-                                                            2 + len(self._names))
-    self._rows = []
+    n = len(self._kept)
+    chunk = np.empty((n, 2 + len(self._names)), dtype=np.float64)
+    chunk[:, 0] = self._kept
+    chunk[:, 1] = self._chars
+    if self._names:
+      chunk[:, 2:] = _as_numbers(self._scores).reshape(n, len(self._names))
+    self._kept, self._chars, self._scores = [], [], []
     self._summary.add_chunk(chunk)
     return chunk
 
-  def finish_bundle(self):
-    if self._rows:
-      yield beam.pvalue.TaggedOutput("columns", WindowedValue(
-          self._flush(), GlobalWindow().max_timestamp(), [GlobalWindow()]))
+  def finish(self) -> List[Tuple[str, WindowedValue]]:
+    """The bundle's last outputs (windowed: for finish_bundle)."""
+    out = []
+    if self._kept:
+      out.append((COLUMNS_TAG, _in_global_window(self._flush())))
     if self._summary.documents:
-      yield WindowedValue(self._summary.materialize(), GlobalWindow().max_timestamp(),
-                          [GlobalWindow()])
+      out.append((SUMMARY_TAG, _in_global_window(self._summary.materialize())))
+    return out
+
+  def summary(self) -> "Summary":
+    """The bundle's Summary so far, its columns included (for tests)."""
+    if self._kept:
+      self._flush()
+    return self._summary.materialize()
+
+
+class _SummarizeBundle(beam.DoFn):
+  """A ReportTap as a step of its own, for outcomes no other step visits: (Document, rank)
+  for the selected, a Document for the others."""
+
+  def __init__(self, tap: ReportTap):
+    self._tap = tap
+
+  def start_bundle(self):
+    self._bundle = self._tap.start()
+
+  def process(self, outcome):
+    doc, rank = (outcome, None) if isinstance(outcome, Document) else outcome
+    out = self._bundle.add(doc, rank)
+    if out is not None:
+      yield beam.pvalue.TaggedOutput(*out)
+
+  def finish_bundle(self):
+    for tag, value in self._bundle.finish():
+      yield beam.pvalue.TaggedOutput(tag, value)
 
 
 class _MergeSummaries(beam.CombineFn):
@@ -454,8 +525,12 @@ def assemble(summary: Summary, quantiles: Dict[Tuple[str, str], list],
 
 
 class ReportStatistics(beam.PTransform):
-  """{outcomes: (Document, rank or None) for every valid document, rejected: Rejected}
-  -> a PCollection of one dict, the report's statistics (see `assemble`).
+  """The report's statistics: a PCollection of one dict (see `assemble`).
+
+  Input: a dict with `rejected` (Rejected records) and either the outputs of `tap()` run
+  in another step that visits every outcome (`summaries`, `columns`: what the job does,
+  in the scores/ step), or the outcomes themselves (`selected`: (Document, rank),
+  `not_selected`: Documents), summarised here in a step of their own.
 
   Args:
     names: the numeric scores to summarise (missing ones are skipped per document).
@@ -479,17 +554,23 @@ class ReportStatistics(beam.PTransform):
     self._higher = higher_is_better
     self._order_name = order_name
 
+  def tap(self) -> ReportTap:
+    """The per-document part, to run in a step of the caller's (see ReportTap)."""
+    return ReportTap(self._names, self._seed, self._sort_key)
+
   def expand(self, pcolls):
     names, seed = self._names, self._seed
-    # Each input is summarised where it is produced (fused there): the documents are
-    # never flattened into one PCollection, which would encode them all once more.
-    summaries, columns = [], []
-    for label, key in (("Selected", "selected"), ("NotSelected", "not_selected")):
-      parts = pcolls[key] | f"Summarize{label}" >> beam.ParDo(
-          _SummarizeBundle(names, seed, self._sort_key)).with_outputs("columns",
-                                                                      main="summary")
-      summaries.append(parts.summary)
-      columns.append(parts.columns)
+    if "summaries" in pcolls:
+      summaries, columns = [pcolls["summaries"]], [pcolls["columns"]]
+    else:
+      # Each input is summarised where it is produced (fused there): the documents are
+      # never flattened into one PCollection, which would encode them all once more.
+      summaries, columns = [], []
+      for label, key in (("Selected", "selected"), ("NotSelected", "not_selected")):
+        parts = pcolls[key] | f"Summarize{label}" >> beam.ParDo(
+            _SummarizeBundle(self.tap())).with_outputs(*ReportTap.TAGS)
+        summaries.append(parts[SUMMARY_TAG])
+        columns.append(parts[COLUMNS_TAG])
     summary = (summaries | "FlattenSummaries" >> beam.Flatten()
                | "MergeSummaries" >> beam.CombineGlobally(_MergeSummaries(names)))
     columns = columns | "FlattenColumns" >> beam.Flatten()

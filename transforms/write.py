@@ -13,7 +13,7 @@ import numbers
 import os
 import time
 import uuid
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -218,7 +218,8 @@ class _WritePartition(beam.DoFn):
       yield (doc, rank) if ids is None else (doc.with_scores(**{NUM_TOKENS: len(ids)}), rank)
 
 
-def _is_text_column(name: str) -> bool:
+def is_text_column(name: str) -> bool:
+  """Whether a score name holds text, not a number."""
   # `<namespace>_error` holds why a model failed on a document (inference.error_field);
   # TEXT_SCORES are text too.
   return name.endswith("_error") or name in TEXT_SCORES
@@ -239,7 +240,7 @@ def scores_schema(score_names: Sequence[str], text_columns: Sequence[str] = ()) 
   return pa.schema(
       [pa.field("id", pa.string(), nullable=False),
        pa.field("source", pa.string(), nullable=False)]
-      + [pa.field(n, pa.string() if _is_text_column(n) or n in texts
+      + [pa.field(n, pa.string() if is_text_column(n) or n in texts
                   else pa.int64() if n in INT_SCORE_FEATURES else pa.float64())
          for n in names]
       + [pa.field("selected", pa.bool_(), nullable=False), pa.field("rank", pa.int64()),
@@ -251,7 +252,7 @@ def _cell(name: str, value) -> Tuple[bool, Any]:
   the column cannot hold (it then goes into other_scores)."""
   if value is None:
     return True, None
-  if _is_text_column(name):
+  if is_text_column(name):
     # A lone surrogate (from an exception message) cannot be written as UTF-8.
     return (True, safe_str(value)) if isinstance(value, str) else (False, None)
   if name in INT_SCORE_FEATURES:
@@ -322,13 +323,41 @@ class FinalizeOutput(beam.PTransform):
                 *[beam.pvalue.AsSingleton(d) for d in done]))
 
 
+class _ScoreRows(beam.DoFn):
+  """scores/ rows of outcomes ((Document, rank) when `selected`, else Documents). With a
+  `tap` (an object whose start() gives a per-bundle observer: the report's ReportTap),
+  the observer sees every outcome here, and what it returns goes out under its tags."""
+
+  def __init__(self, to_row: Callable, selected: bool, tap=None):
+    self._to_row = to_row
+    self._selected = selected
+    self._tap = tap
+
+  def start_bundle(self):
+    self._observer = self._tap.start() if self._tap is not None else None
+
+  def process(self, outcome):
+    doc, rank = outcome if self._selected else (outcome, None)
+    if self._observer is not None:
+      out = self._observer.add(doc, rank)
+      if out is not None:
+        yield beam.pvalue.TaggedOutput(*out)
+    yield self._to_row(doc, rank is not None, rank)
+
+  def finish_bundle(self):
+    if self._observer is not None:
+      for tag, value in self._observer.finish():
+        yield beam.pvalue.TaggedOutput(tag, value)
+
+
 class WriteOutputs(beam.PTransform):
   """Writes selected/ (ranked TFRecords), scores/ and rejected/ under `output`.
 
   Input: a dict with `ranked` (from SelectTopK), `not_selected` Documents and
   `rejected` records. Returns a dict of PCollections that are complete when each output
   is: `selected` ((Document, rank) after its file is written), `scores_files`,
-  `rejected_files` (the written file names).
+  `rejected_files` (the written file names); with a `tap` (see _ScoreRows), also `tap`:
+  {tag: the tap's outputs}.
 
   scores/ is JSON Lines, or with `scores_format="parquet"` Parquet with a column per name
   in `score_names` (see scores_schema).
@@ -337,8 +366,9 @@ class WriteOutputs(beam.PTransform):
   def __init__(self, output: str, scores_format: str = "jsonl",
                score_names: Sequence[str] = (), tokenizer: Optional[str] = None,
                append_eos: bool = False, kept_fields: Sequence[str] = (),
-               output_formats: Sequence[str] = ("tfrecord",)):
+               output_formats: Sequence[str] = ("tfrecord",), tap=None):
     super().__init__()
+    self._tap = tap
     if scores_format not in SCORES_FORMATS:
       raise ValueError(f"scores_format must be one of {SCORES_FORMATS}, "
                        f"not {scores_format!r}")
@@ -364,10 +394,14 @@ class WriteOutputs(beam.PTransform):
               | "WriteSchema" >> beam.Map(
                   lambda s: write_json_atomic(FileSystems.join(selected_dir, FEATURES_FILE), s)))
     to_row = score_row if self._schema is None else score_record
-    rows = (
-        (selected | "SelectedRows" >> beam.MapTuple(lambda d, r: to_row(d, True, r)),
-         pcolls["not_selected"] | "OtherRows" >> beam.Map(lambda d: to_row(d, False, None)))
-        | "FlattenScores" >> beam.Flatten())
+    tags = self._tap.TAGS if self._tap is not None else ()
+    parts = [pcoll | f"{label}Rows" >> beam.ParDo(
+                 _ScoreRows(to_row, label == "Selected", self._tap)).with_outputs(
+                     *tags, main="rows")
+             for label, pcoll in (("Selected", selected), ("Other", pcolls["not_selected"]))]
+    rows = [p.rows for p in parts] | "FlattenScores" >> beam.Flatten()
+    tapped = {tag: [p[tag] for p in parts] | f"Flatten_{tag}" >> beam.Flatten()
+              for tag in tags}
     prefix = FileSystems.join(out, SCORES_DIR, "part")
     if self._schema is None:
       scores = rows | "WriteScores" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl")
@@ -384,8 +418,11 @@ class WriteOutputs(beam.PTransform):
                 | "WriteRejected" >> beam.io.WriteToText(
                     FileSystems.join(out, REJECTED_DIR, "part"), file_name_suffix=".jsonl"))
     # What finishes when each output is complete (for a step that must run after all).
-    return {"selected": selected, "scores_files": scores, "rejected_files": rejected,
-            "schema_file": schema}
+    out = {"selected": selected, "scores_files": scores, "rejected_files": rejected,
+           "schema_file": schema}
+    if self._tap is not None:
+      out["tap"] = tapped
+    return out
 
 
 # --- Staging and finalising a run ---------------------------------------------------------
