@@ -11,7 +11,8 @@ the page at the end; both are in the --report=true wall time.
     .venv/bin/python benchmarks/report_cost.py [--docs 1000000] [--files 8] [--pairs 1]
         [--workdir DIR]
 
-Prints one JSON object: each run's wall time, the median ratio with/without, and the
+Prints one JSON object: each run's wall and CPU time (user + system: the job's own, so
+less moved by other work on a shared machine), the median ratios with/without, and the
 report's size.
 """
 import argparse
@@ -23,8 +24,9 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Tuple
 
-from job_runner import run_select_data
+from job_runner import time_select_data
 
 _WORDS = ("the of and to in is was for on that with as by at from data water energy river "
           "history science market city school health music light system model theory "
@@ -46,11 +48,12 @@ def write_corpus(directory: str, docs: int, files: int) -> None:
       h.close()
 
 
-def run_job(corpus: str, out: str, report: bool) -> float:
+def run_job(corpus: str, out: str, report: bool) -> Tuple[float, float]:
+  """(wall, CPU) seconds of the job."""
   argv = [f"--input={corpus}/*.jsonl", f"--output={out}", "--id_field=id",
           "--sampler=random", "--keep_fraction=0.1", "--cache=none",
           f"--report={'true' if report else 'false'}", "--overwrite"]
-  return run_select_data(argv, "run")
+  return time_select_data(argv, "run")
 
 
 def main():
@@ -66,21 +69,28 @@ def main():
   write_corpus(corpus, args.docs, args.files)
   print(f"corpus: {args.docs} documents in {time.time() - t0:.0f} s", file=sys.stderr)
   times = {False: [], True: []}
+  cpu = {False: [], True: []}
   for pair in range(args.pairs):
     order = (False, True) if pair % 2 == 0 else (True, False)
     for report in order + order[::-1]:  # ABBA
       out = os.path.join(work, "with" if report else "without")
-      times[report].append(run_job(corpus, out, report))
-      print(f"report={report}: {times[report][-1]:.1f} s", file=sys.stderr)
+      wall, used = run_job(corpus, out, report)
+      times[report].append(wall)
+      cpu[report].append(used)
+      print(f"report={report}: {wall:.1f} s wall, {used:.1f} s CPU", file=sys.stderr)
   with_dir = os.path.join(work, "with")
   with open(os.path.join(with_dir, "metrics.json")) as f:
     counts = json.load(f)["counts"]
   ratios = [w / wo for w, wo in zip(times[True], times[False])]
+  cpu_ratios = [w / wo for w, wo in zip(cpu[True], cpu[False])]
   print(json.dumps({
       "docs": args.docs, "valid": counts["valid"], "selected": counts["selected"],
       "wall_s_without_report": [round(t, 1) for t in times[False]],
       "wall_s_with_report": [round(t, 1) for t in times[True]],
       "ratio_with_over_without": round(statistics.median(ratios), 4),
+      "cpu_s_without_report": [round(t, 1) for t in cpu[False]],
+      "cpu_s_with_report": [round(t, 1) for t in cpu[True]],
+      "cpu_ratio_with_over_without": round(statistics.median(cpu_ratios), 4),
       "report_html_bytes": os.path.getsize(os.path.join(with_dir, "report.html")),
       "report_json_bytes": os.path.getsize(os.path.join(with_dir, "report.json")),
   }, indent=2))

@@ -268,57 +268,77 @@ class BundleSummary:
     self._kept: List[bool] = []
     self._chars: List[int] = []
     self._scores: List[Any] = []  # n x len(names) values, flat
+    # Shortcuts for the per-document path.
+    self._files = self._summary.files
+    self._clusters = self._summary.clusters
+    self._scatter = self._summary.lists["scatter"]
+    self._scatter_bound = 1 << 32  # above every CRC-32 until the sample is full
 
   def add(self, doc: Document, rank: Optional[int]) -> Optional[Tuple[str, np.ndarray]]:
     """Adds one outcome; returns (COLUMNS_TAG, chunk) when a chunk is full."""
     kept = rank is not None
-    chars = len(doc.text)
-    scores = doc.scores
     self._kept.append(kept)
-    self._chars.append(chars)
-    names = self._names
-    if names:
+    self._chars.append(len(doc.text))
+    scores = doc.scores
+    if self._names:
       # One flat list (no container per document): made numbers a chunk at a time.
-      self._scores.extend(map(scores.get, names))
-    summary = self._summary
+      self._scores.extend(map(scores.get, self._names))
     source = doc.source  # "path:line", "path:#record" or "path:after#record"
     file, colon, _ = source.rpartition(":")
-    counts = summary.files.get(file if colon else source)
+    if not colon:
+      file = source
+    counts = self._files.get(file)
     if counts is None:
-      counts = summary.files[file if colon else source] = [0, 0]
+      counts = self._files[file] = [0, 0]
     counts[0] += 1
-    counts[1] += kept
+    if kept:
+      counts[1] += 1
     if scores:
       cluster = scores.get(CLUSTER)
       if cluster is not None:
-        counts = summary.clusters.get(cluster)
+        counts = self._clusters.get(cluster)
         if counts is None:
-          counts = summary.clusters[cluster] = [0, 0]
+          counts = self._clusters[cluster] = [0, 0]
         counts[0] += 1
-        counts[1] += kept
-    lists = summary.lists
-    scatter = lists["scatter"]
-    # The scatter sample: a CRC-32 of (seed, id) (cheap, the same on every runner), then
-    # the id and source (unique); the tuple is built only for a hash that could enter.
+        if kept:
+          counts[1] += 1
+    # The scatter sample: the smallest CRC-32s of (seed, id) (cheap, the same on every
+    # runner); most documents stop at this one comparison.
     h = zlib.crc32(doc.id.encode("utf-8"), self._seed)
-    if scatter._worst is None or h <= scatter._worst[0]:
-      key = (h, doc.id, source)
-      if scatter.wants(key):
-        scatter.push(key, [float(chars), kept] + [_finite(scores.get(n)) for n in names])
+    if h <= self._scatter_bound:
+      self._scatter_point(h, doc, kept)
     if kept:
-      if lists["top"].wants((rank,)):
-        lists["top"].push((rank,), lambda: _example(doc, rank, names))
-      if lists["last_selected"].wants((rank,)):
-        lists["last_selected"].push((rank,), lambda: _example(doc, rank, names))
+      self._rank_examples(doc, rank)
     if self._sort_key is not None:
-      order = self._sort_key(doc)
-      if not kept and lists["first_not_selected"].wants(order):
-        lists["first_not_selected"].push(order, lambda: _example(doc, rank, names))
-      if lists["bottom"].wants(order):
-        lists["bottom"].push(order, lambda: _example(doc, rank, names))
+      self._order_examples(doc, rank, kept)
     if len(self._kept) >= _CHUNK:
       return COLUMNS_TAG, self._flush()
     return None
+
+  def _scatter_point(self, h: int, doc: Document, kept: bool) -> None:
+    # Ties on the hash are broken by the id and source (unique).
+    key = (h, doc.id, doc.source)
+    scatter = self._scatter
+    if scatter.wants(key):
+      scores = doc.scores
+      scatter.push(key, [float(len(doc.text)), kept]
+                   + [_finite(scores.get(n)) for n in self._names])
+      if scatter._worst is not None:
+        self._scatter_bound = scatter._worst[0]
+
+  def _rank_examples(self, doc: Document, rank: int) -> None:
+    lists, names, key = self._summary.lists, self._names, (rank,)
+    if lists["top"].wants(key):
+      lists["top"].push(key, lambda: _example(doc, rank, names))
+    if lists["last_selected"].wants(key):
+      lists["last_selected"].push(key, lambda: _example(doc, rank, names))
+
+  def _order_examples(self, doc: Document, rank: Optional[int], kept: bool) -> None:
+    lists, names, order = self._summary.lists, self._names, self._sort_key(doc)
+    if not kept and lists["first_not_selected"].wants(order):
+      lists["first_not_selected"].push(order, lambda: _example(doc, rank, names))
+    if lists["bottom"].wants(order):
+      lists["bottom"].push(order, lambda: _example(doc, rank, names))
 
   def _flush(self) -> np.ndarray:
     n = len(self._kept)
