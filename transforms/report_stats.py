@@ -15,7 +15,9 @@ The result is one JSON-able dict (report.json; beam_pipelines/report.py draws it
 """
 from __future__ import annotations
 
+import collections
 import heapq
+import itertools
 import math
 import zlib
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -255,9 +257,10 @@ class BundleSummary:
   """One bundle's summary of (Document, rank or None) outcomes: a Summary, and the score
   columns handed on as float64 arrays [selected, chars, score...] of at most _CHUNK rows.
 
-  `add` is the hottest code of the report (once per document): it only appends to
-  column lists, counts the input file (and cluster), and tests a few bounds; the rest is
-  done a chunk at a time with numpy.
+  `add` is the hottest code of the report (once per document), so it only appends to
+  column lists (and tests a bound for the few selected examples); the input files'
+  counts, the scatter sample's hashes, extremes and sums are computed a chunk at a time
+  (numpy, list comprehensions, Counter).
   """
 
   def __init__(self, names: Sequence[str], seed: int, sort_key: Optional[Callable]):
@@ -267,9 +270,9 @@ class BundleSummary:
     self._summary = Summary(names)
     self._kept: List[bool] = []
     self._chars: List[int] = []
+    self._ids: List[str] = []
+    self._sources: List[str] = []
     self._scores: List[Any] = []  # n x len(names) values, flat
-    # Shortcuts for the per-document path.
-    self._files = self._summary.files
     self._clusters = self._summary.clusters
     self._scatter = self._summary.lists["scatter"]
     self._scatter_bound = 1 << 32  # above every CRC-32 until the sample is full
@@ -279,20 +282,12 @@ class BundleSummary:
     kept = rank is not None
     self._kept.append(kept)
     self._chars.append(len(doc.text))
+    self._ids.append(doc.id)
+    self._sources.append(doc.source)
     scores = doc.scores
     if self._names:
       # One flat list (no container per document): made numbers a chunk at a time.
       self._scores.extend(map(scores.get, self._names))
-    source = doc.source  # "path:line", "path:#record" or "path:after#record"
-    file, colon, _ = source.rpartition(":")
-    if not colon:
-      file = source
-    counts = self._files.get(file)
-    if counts is None:
-      counts = self._files[file] = [0, 0]
-    counts[0] += 1
-    if kept:
-      counts[1] += 1
     if scores:
       cluster = scores.get(CLUSTER)
       if cluster is not None:
@@ -302,11 +297,6 @@ class BundleSummary:
         counts[0] += 1
         if kept:
           counts[1] += 1
-    # The scatter sample: the smallest CRC-32s of (seed, id) (cheap, the same on every
-    # runner); most documents stop at this one comparison.
-    h = zlib.crc32(doc.id.encode("utf-8"), self._seed)
-    if h <= self._scatter_bound:
-      self._scatter_point(h, doc, kept)
     if kept:
       self._rank_examples(doc, rank)
     if self._sort_key is not None:
@@ -314,17 +304,6 @@ class BundleSummary:
     if len(self._kept) >= _CHUNK:
       return COLUMNS_TAG, self._flush()
     return None
-
-  def _scatter_point(self, h: int, doc: Document, kept: bool) -> None:
-    # Ties on the hash are broken by the id and source (unique).
-    key = (h, doc.id, doc.source)
-    scatter = self._scatter
-    if scatter.wants(key):
-      scores = doc.scores
-      scatter.push(key, [float(len(doc.text)), kept]
-                   + [_finite(scores.get(n)) for n in self._names])
-      if scatter._worst is not None:
-        self._scatter_bound = scatter._worst[0]
 
   def _rank_examples(self, doc: Document, rank: int) -> None:
     lists, names, key = self._summary.lists, self._names, (rank,)
@@ -347,9 +326,51 @@ class BundleSummary:
     chunk[:, 1] = self._chars
     if self._names:
       chunk[:, 2:] = _as_numbers(self._scores).reshape(n, len(self._names))
-    self._kept, self._chars, self._scores = [], [], []
+    self._count_files()
+    self._scatter_points(chunk)
+    self._kept, self._chars, self._ids, self._sources, self._scores = [], [], [], [], []
     self._summary.add_chunk(chunk)
     return chunk
+
+  def _count_files(self) -> None:
+    """Documents and selected per input file (a source is "path:line", "path:#record" or
+    "path:after#record"), counted a chunk at a time."""
+    sources = self._sources
+    files = [s.rpartition(":")[0] for s in sources]
+    if "" in files:  # a source without a colon (or starting with one): the slow way
+      files = [s[:i] if (i := s.rfind(":")) >= 0 else s for s in sources]
+    all_counts = collections.Counter(files)
+    kept_counts = collections.Counter(itertools.compress(files, self._kept))
+    totals = self._summary.files
+    for file, count in all_counts.items():
+      counts = totals.get(file)
+      if counts is None:
+        counts = totals[file] = [0, 0]
+      counts[0] += count
+      counts[1] += kept_counts.get(file, 0)
+
+  def _scatter_points(self, chunk: np.ndarray) -> None:
+    """The scatter sample: the documents with the smallest CRC-32 of (seed, id) (cheap,
+    the same on every runner), ties broken by the id and source (unique). The hashes are
+    taken a chunk at a time; only those under the bound are looked at, smallest first,
+    so that the bound tightens as fast as it can."""
+    n = len(self._ids)
+    hashes = np.array(list(map(zlib.crc32, map(str.encode, self._ids),
+                               itertools.repeat(self._seed, n))), dtype=np.int64)
+    candidates = np.flatnonzero(hashes <= self._scatter_bound)
+    candidates = candidates[np.argsort(hashes[candidates], kind="stable")]
+    scatter = self._scatter
+    for i in candidates.tolist():
+      h = int(hashes[i])
+      if h > self._scatter_bound:
+        break
+      key = (h, self._ids[i], self._sources[i])
+      if scatter.wants(key):
+        row = chunk[i]
+        scatter.push(key, [float(row[1]), bool(row[0] > 0)]
+                     + [float(v) if math.isfinite(v) else None for v in row[2:].tolist()])
+        if scatter._worst is not None:
+          self._scatter_bound = scatter._worst[0]
 
   def finish(self) -> List[Tuple[str, WindowedValue]]:
     """The bundle's last outputs (windowed: for finish_bundle)."""
