@@ -2,9 +2,10 @@
 
 Nothing here gathers the corpus in one process, so the report costs little at a billion
 documents:
-- one DoFn pass summarises each bundle (counts per input file, characters, exact min/max,
-  and small bounded candidate lists: the scatter sample, the examples) and hands the
-  score values on as compact numpy columns;
+- each bundle is summarised (counts per input file, characters, exact min/max, and
+  small bounded candidate lists: the scatter sample, the examples) by a ReportTap run
+  inside a step that visits every document anyway (the job's scores/ step), and the
+  score values are handed on as compact numpy columns;
 - percentiles come from Beam's ApproximateQuantiles over those columns, and the
   fixed-bin histograms from a second pass over the columns (not the documents) whose bin
   edges are the exact range found by the first;
