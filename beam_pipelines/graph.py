@@ -126,6 +126,7 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
     docs = docs | "CountTokens" >> CountTokens(job.tokenizer, job.append_eos)
   selection, rest = _select(job, docs, total)
   statistics = _report_statistics(job) if job.report else None
+  tap = statistics.tap() if statistics is not None else None
   outputs = ({"ranked": selection["ranked"], "not_selected": rest,
               "rejected": read["rejected"]}
              | "WriteOutputs" >> WriteOutputs(staging, scores_format=job.scores_format,
@@ -134,7 +135,7 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
                                               append_eos=job.append_eos,
                                               kept_fields=job.keep_fields,
                                               output_formats=job.output_formats,
-                                              tap=statistics.tap() if statistics is not None else None))
+                                              tap=tap))
   tapped = outputs.pop("tap", None)
   written.extend(outputs.values())
   if statistics is not None:
