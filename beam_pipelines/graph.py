@@ -54,7 +54,8 @@ def score_names(job: JobConfig) -> List[str]:
 
 def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = None,
                    finalize_in_pipeline: bool = False,
-                   caches: Optional[Dict[str, CacheSpec]] = None) -> None:
+                   caches: Optional[Dict[str, CacheSpec]] = None,
+                   inputs: Optional[read_lib.InputFiles] = None) -> None:
   """Adds the whole job to `p`.
 
   Args:
@@ -64,15 +65,17 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
     caches: the score cache of each model stage (caching.cache_specs, computed by the
       launcher: fingerprints read model files, and building the graph reads nothing);
       None or {}: no cache.
+    inputs: the input paths the launcher matched and checked (read_lib.checked_inputs);
+      None: the patterns are matched when the job runs.
   """
   staging = staging or job.output
   caches = caches or {}
   written = []  # PCollections complete once an output is written.
   read = p | "ReadDocuments" >> read_lib.ReadDocuments(
       job.patterns, input_format=job.input_format, text_field=job.text_field,
-      id_field=job.id_field, max_doc_bytes=job.max_doc_bytes,
+      id_field=job.id_field, max_doc_bytes=job.max_doc_bytes, max_id_bytes=job.max_id_bytes,
       keep_fields=[job.teacher_field] if job.teacher_field else [],
-      copy_fields=job.keep_fields)
+      copy_fields=job.keep_fields, inputs=inputs)
   docs = read["documents"]
   total = beam.pvalue.AsSingleton(docs | "CountValid" >> beam.combiners.Count.Globally())
   model_args = dict(batch_tokens=job.batch_tokens, large_model=job.large_model,

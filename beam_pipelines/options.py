@@ -21,7 +21,7 @@ from models.ask_llm import AskLLMConfig
 from models.embeddings import EmbeddingConfig
 from models.prompts import PROMPTS, resolve_prompt
 from transforms import cluster_count, sketch_hashing
-from transforms.records import INPUT_FORMATS, INT_SCORE_FEATURES, SCORE_FEATURES
+from transforms.records import INPUT_FORMATS, INT_SCORE_FEATURES, MAX_ID_BYTES, SCORE_FEATURES
 from transforms.sketch_hashing import SketchOptions
 
 if TYPE_CHECKING:
@@ -233,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
   io.add_argument("--max_doc_bytes", type=_positive_int, default=10 * 1024 * 1024,
                   help="Longer documents are rejected as too_large; shorter ones are kept "
                        "whole (truncated only for scoring). Default: 10485760.")
+  io.add_argument("--max_id_bytes", type=_positive_int, default=MAX_ID_BYTES,
+                  help="Ids (--id_field) longer than this many bytes (UTF-8) are rejected "
+                       "as invalid_id: every rank boundary holds an id, so this bounds "
+                       f"their memory. Default: {MAX_ID_BYTES}.")
   io.add_argument("--overwrite", **_FLAG,
                   help="Replace the outputs of an earlier run in --output once this run "
                        "has succeeded (otherwise a non-empty --output is refused); other "
@@ -562,8 +566,8 @@ def sketch_options(args) -> SketchOptions:
 
 
 def check_sampler_options(job: "JobConfig") -> None:
-  """Options that only make sense together, with a message that says what to fix."""
-  from apache_beam.io.filesystems import FileSystems
+  """Options that only make sense together, with a message that says what to fix (the
+  files they name are opened by artifact_checks.py)."""
   density = samplers_lib.names_using(DENSITY)
   head = samplers_lib.names_using(HEAD)
   if job.sampler.uses(DENSITY) and not job.sketch_from:
@@ -579,8 +583,6 @@ def check_sampler_options(job: "JobConfig") -> None:
   check_cluster_options(job)
   if job.sketch_from and not job.sampler.uses(DENSITY):
     raise UsageError(f"--sketch_from is used by the samplers {', '.join(density)}")
-  if job.sketch_from and not FileSystems.exists(job.sketch_from):
-    raise UsageError(f"--sketch_from {job.sketch_from} does not exist")
   teacher_opts = [o for o in ("teacher_field", "teacher_fraction", "quality_head")
                   if getattr(job, o) is not None]
   if job.sampler.uses(HEAD):
@@ -588,15 +590,12 @@ def check_sampler_options(job: "JobConfig") -> None:
       raise UsageError(f"--sampler={job.sampler.name} needs exactly one of --teacher_field, "
                        "--teacher_fraction (Ask-LLM on that fraction) or --quality_head "
                        f"(a saved head); got {', '.join('--' + o for o in teacher_opts) or 'none'}")
-    if job.quality_head:
-      check_saved_head(job)
   elif teacher_opts:
     raise UsageError(f"{', '.join('--' + o for o in teacher_opts)} only apply to "
                      f"--sampler={' or '.join(head)}")
 
 
 def check_cluster_options(job: "JobConfig") -> None:
-  from apache_beam.io.filesystems import FileSystems
   clustered = samplers_lib.names_using(CLUSTERS)
   if job.clusters_from and not job.sampler.uses(CLUSTERS):
     raise UsageError(f"--clusters_from is used by the samplers {', '.join(clustered)}")
@@ -608,35 +607,6 @@ def check_cluster_options(job: "JobConfig") -> None:
     raise UsageError(f"--num_clusters={job.num_clusters} is more than --kmeans_sample="
                      f"{job.kmeans_sample}: k-means++ picks the centroids among the "
                      "sample; raise --kmeans_sample")
-  if job.clusters_from:
-    if not FileSystems.exists(job.clusters_from):
-      raise UsageError(f"--clusters_from {job.clusters_from} does not exist")
-    from transforms import kmeans
-    try:
-      kmeans.load_clusters(job.clusters_from, job.embedding_name())
-    except ValueError as e:
-      raise UsageError(f"--clusters_from: {e}") from e
-    except Exception as e:  # noqa: BLE001  (an unreadable file: say which and why)
-      raise UsageError(f"--clusters_from {job.clusters_from} is not a clusters.npz: "
-                       f"{one_line(e)}") from e
-
-
-def check_saved_head(job: "JobConfig") -> None:
-  """--quality_head exists and was fitted on the embeddings this job computes."""
-  from apache_beam.io.filesystems import FileSystems
-  from transforms import quality_head
-  path = quality_head.head_path(job.quality_head)
-  if not FileSystems.exists(path):
-    raise UsageError(f"--quality_head {job.quality_head} does not exist")
-  try:
-    head = quality_head.load_head(path, job.embedding_name())
-  except ValueError as e:  # another embedding model, or not a head
-    raise UsageError(f"--quality_head {job.quality_head}: {e}") from e
-  if head.embedding_max_tokens not in (None, job.embedding.max_tokens):
-    raise UsageError(
-        f"--quality_head {job.quality_head} was fitted on embeddings of the first "
-        f"{head.embedding_max_tokens} tokens, this run embeds {job.embedding.max_tokens}: "
-        f"pass --embedding_max_tokens={head.embedding_max_tokens}")
 
 
 # The bundled scorer's tokenizer takes ~20 s to load from its GGUF file; with every
@@ -804,6 +774,7 @@ class JobConfig:
   cache_flush_docs: int = CACHE_FLUSH_DOCS
   cache_flush_seconds: float = CACHE_FLUSH_SECONDS
   scores_format: str = "jsonl"         # jsonl | parquet (auto resolved)
+  max_id_bytes: int = MAX_ID_BYTES
   progress_interval: float = 30.0
   report: bool = True
   tokenizer: Optional[str] = None
@@ -847,6 +818,7 @@ class JobConfig:
         cache=cache_dir(args.cache, args.output), cache_flush_docs=args.cache_flush_docs,
         cache_flush_seconds=args.cache_flush_seconds,
         scores_format=scores_format(args.scores_format, args.output),
+        max_id_bytes=args.max_id_bytes,
         progress_interval=args.progress_interval, report=args.report,
         tokenizer=args.tokenizer, append_eos=args.append_eos, keep_fields=args.keep_fields,
         output_formats=args.output_format, keep_tokens=args.keep_tokens,

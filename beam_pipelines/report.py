@@ -105,18 +105,25 @@ def _pyplot():
   import matplotlib
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
-  # Text as <text> (no glyph outlines), and ids that are the same on every run.
+  # Text as <text> (no glyph outlines), and ids that are the same on every run. Labels
+  # are file names and the like, never math: "$5_to_$10.jsonl" is drawn as it is.
   matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "report",
-                              "font.size": 9, "axes.spines.top": False,
-                              "axes.spines.right": False})
+                              "text.parse_math": False, "font.size": 9,
+                              "axes.spines.top": False, "axes.spines.right": False})
   return plt
 
 
 def _svg(fig, name: str) -> str:
   plt = _pyplot()
   buf = io.StringIO()
-  fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
-  plt.close(fig)
+  try:
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+  except Exception as e:  # pylint: disable=broad-except
+    # A chart that cannot be drawn costs that chart, not the page.
+    _LOG.warning("report.html: chart %s not drawn: %s", name, e)
+    return f"<div class='warn'>Chart {_esc(name)} could not be drawn: {_esc(e)}</div>"
+  finally:
+    plt.close(fig)
   svg = buf.getvalue()
   svg = svg[svg.index("<svg"):]  # no XML prolog or DOCTYPE inside HTML
   # The RDF metadata block names its vocabularies by URL: not needed in a page.

@@ -56,7 +56,7 @@ class ModelNotFoundError(ValueError):
 
 
 class ModelLoadError(ValueError):
-  """A checkpoint that loads but would score with untrained weights."""
+  """A checkpoint that would score with untrained weights, or that needs its own code."""
 
 
 # Weights the job never uses: an embedding model's pooler (the job mean-pools the
@@ -227,6 +227,49 @@ def resolve_model(spec: str, kind: str, allow_pickle: bool = False) -> ResolvedM
   return ResolvedModel(spec, spec, spec, is_hub=True)
 
 
+def _json_file(path: str) -> Optional[dict]:
+  import json
+  if not os.path.isfile(path):
+    return None
+  try:
+    with open(path, encoding="utf-8") as f:
+      data = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ModelLoadError(f"{path} is not readable JSON ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]})") from e
+  return data if isinstance(data, dict) else {}
+
+
+def remote_code_reason(directory: str) -> Optional[str]:
+  """Why a local model directory would need its own Python code to load (None when it
+  does not), read from its JSON files only: nothing of it is imported or run."""
+  from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+  config = _json_file(os.path.join(directory, "config.json"))
+  if config is None:
+    return None  # GGUF (its config is in the file) or no config: from_pretrained says
+  if "auto_map" in config:
+    return f"its config.json maps classes to its own code (auto_map: {sorted(config['auto_map'])})"
+  model_type = config.get("model_type")
+  if model_type and model_type not in CONFIG_MAPPING_NAMES:
+    return f"its model type {model_type!r} is not one this transformers knows"
+  tokenizer_config = _json_file(os.path.join(directory, "tokenizer_config.json")) or {}
+  if "auto_map" in tokenizer_config:
+    return "its tokenizer_config.json maps the tokenizer to its own code (auto_map)"
+  return None
+
+
+def refuse_remote_code(resolved: "ResolvedModel", kind: str, trust_remote_code: bool) -> None:
+  """A local model that needs its own code is refused unless --trust_remote_code: the
+  refusal happens before anything of it is imported (never with trust_remote_code=True)."""
+  if trust_remote_code or resolved.is_hub:
+    return
+  reason = remote_code_reason(resolved.path)
+  if reason:
+    raise ModelLoadError(
+        f"the {kind} model {resolved.spec} needs code of its own to load: {reason}. It is "
+        "refused so that this code never runs; pass --trust_remote_code only if you trust it")
+
+
 def model_name(spec: str, kind: str) -> str:
   """A model's identity for metrics.json and saved heads: the bundled model's name and
   version, else what the user passed."""
@@ -303,6 +346,7 @@ def load_pretrained(spec: str, kind: str, device: str, auto_classes, *,
   # Per-tensor progress bars ("Loading weights", GGUF de-quantizing) drown the job's log.
   hf_logging.disable_progress_bar()
   resolved = resolve_model(spec, kind, allow_pickle)
+  refuse_remote_code(resolved, kind, trust_remote_code)  # one line, not a traceback
   kwargs = resolved.from_pretrained_kwargs()
   kwargs["trust_remote_code"] = trust_remote_code
   try:

@@ -175,7 +175,56 @@ def test_size_limit_ignores_the_line_terminator(tmp_path):
         max_doc_bytes=64)
 
 
+# --- Paths that are not files (any more): reported, never opened, never waited on.
+
+def _reasons(out):
+  return out["rejected"] | beam.Map(lambda r: (os.path.basename(r.source), r.reason))
+
+
+def test_paths_gone_or_replaced_by_a_pipe_after_the_listing_are_reported(tmp_path):
+  for name in ("gone.jsonl", "piped.jsonl", "kept.jsonl"):
+    (tmp_path / name).write_text('{"text": "a document"}\n')
+  inputs = read.checked_inputs([str(tmp_path / "*.jsonl")], "auto")
+  os.remove(tmp_path / "gone.jsonl")
+  os.remove(tmp_path / "piped.jsonl")
+  os.mkfifo(tmp_path / "piped.jsonl")
+  p = TestPipeline(runner="FnApiRunner")
+  out = p | read.ReadDocuments(["unused"], inputs=inputs)
+  assert_that(out["documents"] | beam.Map(lambda d: d.text), equal_to(["a document"]),
+              label="docs")
+  assert_that(_reasons(out), equal_to([("gone.jsonl", records.MISSING_FILE),
+                                          ("piped.jsonl", records.NOT_A_REGULAR_FILE)]))
+  p.run().wait_until_finish()
+
+
+def test_opening_a_pipe_fails_at_once_instead_of_waiting_for_a_writer(tmp_path):
+  fifo = str(tmp_path / "p.jsonl")
+  os.mkfifo(fifo)
+  box = {}
+
+  def target():
+    try:
+      list(read.iter_file_records(fifo, "jsonl", 1000))
+    except Exception as e:  # pylint: disable=broad-except
+      box["error"] = e
+
+  thread = threading.Thread(target=target, daemon=True)
+  thread.start()
+  thread.join(10)
+  stuck = thread.is_alive()
+  if stuck:  # the old reader: let it go
+    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+  assert not stuck and "not a regular file" in str(box["error"])
+
+
 # --- check_inputs.
+
+def test_pattern_matching_only_paths_that_are_not_files_is_refused(tmp_path):
+  os.mkfifo(tmp_path / "p.jsonl")
+  os.symlink("missing.jsonl", tmp_path / "broken.jsonl")
+  with pytest.raises(read.InputError, match=r"matches no files \(it matched only 2 paths"):
+    read.check_inputs([str(tmp_path / "*.jsonl")], "auto")
+
 
 def test_directory_input_is_refused_with_a_glob_hint(tmp_path):
   (tmp_path / "a.jsonl").write_text('{"text": "x"}\n')

@@ -226,8 +226,94 @@ def test_parse_record_is_total_on_hostile_input(payload, fmt, wrap, tf_id, id_fi
   if isinstance(out, Document):
     out.id.encode("utf-8")
     out.text.encode("utf-8")
-    assert out.id and out.text.strip()
+    assert out.id and records.has_visible_char(out.text)
+    assert len(out.id.encode("utf-8")) <= records.MAX_ID_BYTES
     assert all(math.isfinite(v) for v in out.fields.values())
   else:
     assert out.reason != records.INVALID_RECORD, out.detail  # every case is foreseen
     out.to_json().encode("utf-8")
+
+
+# --- Bounded ids, visible text, repeated keys, strict copied fields, line endings.
+
+@pytest.mark.parametrize("doc_id", [
+    "x" * 17,
+    "é" * 9,          # 18 bytes: the limit counts UTF-8 bytes, not characters
+    10 ** 16,         # an integer id, as its decimal text (17 digits)
+])
+def test_an_id_over_max_id_bytes_is_invalid(doc_id):
+  out = _jsonl({"id": doc_id, "text": "hello"}, id_field="id", max_id_bytes=16)
+  assert out.reason == records.INVALID_ID and "bytes > --max_id_bytes=16" in out.detail
+  assert _jsonl({"id": "x" * 16, "text": "hello"}, id_field="id", max_id_bytes=16).id == "x" * 16
+  out = parse_record(RawRecord("a.tfrecord:#1", _example(text=b"hi", id=b"r" * 17), "tfrecord"),
+                     id_field="id", max_id_bytes=16)
+  assert out.reason == records.INVALID_ID and "17 bytes > --max_id_bytes=16" in out.detail
+
+
+def test_the_default_id_limit_is_1024_bytes():
+  assert _jsonl({"id": "x" * 1024, "text": "hello"}, id_field="id").id == "x" * 1024
+  out = _jsonl({"id": "x" * 1025, "text": "hello"}, id_field="id")
+  assert out.reason == records.INVALID_ID and "--max_id_bytes=1024" in out.detail
+
+
+@pytest.mark.parametrize("text", [
+    "\u200b", "\ufeff\ufeff", "\u2060", "\u200e\u200f\u202e", "\x00", " \x00\t\u200b ",
+    "\u3164\u2800", "\u034f\ufe0f", "\u2028\u2029\u00a0"])
+def test_a_text_without_a_visible_character_is_empty_text(text):
+  for out in (_jsonl({"text": text}), parse_record(RawRecord("f.txt:1", text.encode(), "text"))):
+    assert out.reason == records.EMPTY_TEXT and "no visible character" in out.detail
+  assert not records.has_visible_char(text)
+  assert records.has_visible_char(text + "a") and records.has_visible_char("\u200b字")
+
+
+@pytest.mark.parametrize("payload,key", [
+    (b'{"text": "a", "text": "b"}', "text"),
+    (b'{"id": 1, "text": "a", "id": 2}', "id"),
+    (b'{"id": 1, "text": "a", "edu": 1, "edu": 3}', "edu"),
+    (b'{"id": 1, "text": "a", "url": "u", "url": "v"}', "url"),
+])
+def test_a_repeated_key_the_job_reads_is_rejected(payload, key):
+  out = _jsonl(payload, id_field="id", keep_fields=("edu",), copy_fields=("url",))
+  assert out.reason == records.DUPLICATE_KEY and repr(key) in out.detail
+  # Keys the job does not read may repeat, at the top or nested (Python keeps the last).
+  doc = _jsonl(b'{"text": "a", "m": 1, "m": 2, "n": {"k": 1, "k": 2}}', id_field=None)
+  assert isinstance(doc, Document) and doc.text == "a"
+
+
+def test_copied_fields_keep_non_finite_numbers_as_their_text():
+  payload = (b'{"text": "a", "n": NaN, "i": -Infinity, "big": 1e999, "l": [Infinity, 2.5],'
+             b' "o": {"x": NaN}}')
+  doc = _jsonl(payload, copy_fields=("n", "i", "big", "l", "o"))
+  assert doc.extra == {"n": "NaN", "i": "-Infinity", "big": "1e999", "l": ["Infinity", 2.5],
+                       "o": {"x": "NaN"}}
+  doc = parse_record(RawRecord("a.tfrecord:#1", _example(text=b"hi", s=float("-inf")),
+                               "tfrecord"), copy_fields=("s",))
+  assert doc.extra == {"s": "-Infinity"}
+  # scores/ is strict JSON whatever a Document holds.
+  doc = Document(id="d", text="t", source="s", scores={"p": float("nan")},
+                 extra={"e": [float("inf"), 1.0]})
+  assert json.loads(records.score_row(doc, False, None),
+                    parse_constant=_no_constant) == {
+      "id": "d", "source": "s", "p": None, "e": [None, 1.0], "selected": False, "rank": None}
+
+
+def _no_constant(name):
+  raise ValueError(f"not strict JSON: {name}")
+
+
+@pytest.mark.parametrize("data,lines", [
+    (b"one\rtwo\rthree\r", [b"one", b"two", b"three"]),        # CR-only (classic Mac)
+    (b"a\r\nb\nc\rd", [b"a", b"b", b"c", b"d"]),               # mixed, last unterminated
+    (b"a\r\r\nb", [b"a", b"", b"b"]),
+    (b"\xef\xbb\xbfx\ry", [b"x", b"y"]),
+])
+def test_lines_end_at_lf_crlf_or_a_lone_cr(data, lines):
+  import io
+  from transforms import read
+  assert [c for _, c, _ in read._read_lines(io.BytesIO(data), 64)] == lines
+  # The same lines whichever way the file is cut into pieces (a \r\n across two pieces).
+  for cut in range(len(data) + 1):
+    pieces = [p for p in (data[:cut], data[cut:]) if p]
+    got = [h for h, _ in read._split_lines(pieces, 64)]
+    assert got == ([b"\xef\xbb\xbf" + lines[0]] + lines[1:] if data.startswith(b"\xef")
+                   else lines), cut

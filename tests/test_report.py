@@ -283,3 +283,23 @@ def test_score_columns_are_numbers_or_nan():
   summary = bundle.summary()
   assert summary.documents == 4
   assert (summary.low[("s", rs.DROPPED)], summary.high[("s", rs.DROPPED)]) == (0.25, 3.0)
+
+
+def test_report_is_written_whatever_the_file_names(tmp_path):
+  # Dollar signs and backslashes are math to matplotlib unless told otherwise: a file
+  # name like these cost the whole page.
+  names = ["costs_$5_to_$10.jsonl", "x$\\undefinedcmd$.jsonl"]
+  (tmp_path / "in").mkdir()
+  for i, name in enumerate(names):
+    with open(tmp_path / "in" / name, "w") as f:
+      for j in range(3):
+        f.write(json.dumps({"id": f"{i}-{j}", "text": f"document {j} of file {i}"}) + "\n")
+  out = tmp_path / "out"
+  select_data.run([f"--input={tmp_path}/in/*.jsonl", f"--output={out}", "--id_field=id",
+                   "--keep_count=2", "--sampler=random", "--cache=none"],
+                  test_pipeline=TestPipeline(runner="FnApiRunner"))
+  page = open(out / "report.html", encoding="utf-8").read()
+  chart = page.split('data-chart="files"', 1)[1].split("</svg>", 1)[0]
+  for name in names:
+    assert name in chart  # drawn as it is, not as math
+  assert "could not be drawn" not in page

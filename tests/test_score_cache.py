@@ -1,6 +1,7 @@
 """The score cache: formats and fingerprints as pure functions, then whole runs on the
 FnApiRunner with tiny models: reselect without inference, resume after SIGKILL, misses
 on a changed setting, corrupt and duplicated files, two workers writing at once."""
+import dataclasses
 import glob
 import json
 import os
@@ -111,6 +112,20 @@ def test_invalid_entries_are_skipped_and_wrong_tables_refused():
 def test_a_failed_document_is_not_cached():
   assert CODECS["ask_llm"].row(_doc("x", ask_llm_error="RuntimeError: boom")) is None
   assert CODECS["ask_llm"].row(_doc("x", p_yes=0.1, p_no=0.2, ask_llm_score=0.1)) == (0.1, 0.2)
+
+
+def test_zero_and_non_finite_embeddings_are_invalid_entries():
+  codec = CODECS["embeddings"]
+  good = np.array([0.6, -0.8, 0.0], np.float32)
+  bad = [np.zeros(3, np.float32), np.array([np.nan, 0.0, 1.0], np.float32),
+         np.array([np.inf, 0.0, 0.0], np.float32), np.array([1e6, 0.0, 0.0], np.float32)]
+  table = codec.table([text_key(str(i)) for i in range(5)], [good] + bad)
+  # 1e6 is inf in float16.
+  assert [r is None for _, r in codec.rows(table)] == [False, True, True, True, True]
+  # A vector no reader would take is not written either.
+  assert [codec.row(dataclasses.replace(_doc("x"), embedding=v)) is None
+          for v in [good] + bad] == [
+      False, True, True, True, True]
 
 
 def test_keys_depend_on_the_text_only():
@@ -300,6 +315,47 @@ def test_density_reselect_from_cached_embeddings_matches_a_fresh_run(
   assert m["cache"]["stages"]["embeddings"]["model_loads"] == 0
   again = scores_of(str(tmp_path / "again"))
   assert again == scores_of(first) and sum(r["selected"] for r in again.values()) == 18
+
+
+def test_zeroed_cached_embeddings_are_computed_again(corpus, tiny_bert_dir, tmp_path):
+  common = [f"--input={corpus}", "--id_field=id", "--sampler=density", "--seed=2",
+            f"--embedding_model={tiny_bert_dir}", "--device=cpu", "--keep_fraction=0.3",
+            "--report=false"]
+
+  def run(out, *extra):
+    return select_data.run([*common, f"--output={out}", *extra],
+                           test_pipeline=TestPipeline(runner="FnApiRunner"))
+
+  first = str(tmp_path / "first")
+  run(first)
+  cache = os.path.join(first, "cache")
+  # Zero 10 entries of a cache file in place (a broken writer): they are not trusted.
+  path = cache_files(cache, "embeddings")[0]
+  codec = CODECS["embeddings"]
+  entries = list(codec.rows(pq.read_table(path)))
+  rows = [np.zeros_like(r) if i < 10 else r for i, (_, r) in enumerate(entries)]
+  with open(path, "wb") as f:
+    f.write(score_cache.table_bytes(codec.table([k for k, _ in entries], rows)))
+  m = run(str(tmp_path / "again"), f"--cache={cache}")
+  assert m["counts"]["inferred"] == {"embeddings": 10}
+  assert m["counts"]["from_cache"] == {"embeddings": 50}
+  assert m["cache"]["stages"]["embeddings"]["invalid_entries"] == 10
+  assert scores_of(str(tmp_path / "again")) == scores_of(first)
+
+
+@pytest.mark.parametrize("inside", ["scores/cache", "selected", "_temporary/c",
+                                    "x/../rejected/c"])
+def test_a_cache_inside_what_a_run_replaces_is_refused(corpus, tiny_causal_lm_dir, tmp_path,
+                                                       capsys, inside):
+  """The run would wipe such a cache when it finishes (and score everything again on every
+  run)."""
+  out = tmp_path / "out"
+  with pytest.raises(SystemExit) as e:
+    select_data.main(argv_for(corpus, str(out), tiny_causal_lm_dir, f"--cache={out}/{inside}"))
+  err = capsys.readouterr().err.strip().splitlines()
+  assert e.value.code == 2 and len(err) == 1, err
+  assert err[0].startswith(f"error: --cache {out}/{inside} lies inside {out}/")
+  assert not out.exists()
 
 
 def test_two_worker_processes_write_one_cache(corpus, tiny_causal_lm_dir, tmp_path):

@@ -14,7 +14,6 @@ cosine similarity, and a centroid is the normalised mean of its documents.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 from typing import Any, Dict, Optional, Tuple
@@ -26,7 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.cluster_count import clusters_for
 from transforms.metrics import stage_clock
-from transforms.npz_files import npz_bytes
+from transforms.npz_files import load_npz, npz_bytes
 from transforms.records import CLUSTER, CLUSTER_DISTANCE
 from transforms.sampling import uniform_from_id
 
@@ -269,14 +268,30 @@ def save_clusters(centroids: np.ndarray, params: Dict[str, Any], path: str) -> N
     f.write(data)
 
 
+def centroids_problem(centroids: np.ndarray) -> Optional[str]:
+  """What is wrong with saved centroids (a [k, d] matrix of finite floats, k >= 1), or
+  None."""
+  if (centroids.ndim != 2 or 0 in centroids.shape
+      or not np.issubdtype(centroids.dtype, np.floating)):
+    return f"its centroids are {centroids.dtype} {list(centroids.shape)}, not [k, d] floats"
+  if not np.all(np.isfinite(centroids)):
+    return "its centroids are not finite"
+  return None
+
+
 def load_clusters(path: str, embedding_model: Optional[str] = None
                   ) -> Tuple[np.ndarray, Dict[str, Any]]:
   """(centroids, params) of a saved clusters.npz; refuses centroids computed on another
   embedding model, whose vectors they cannot be compared with."""
   with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-    data = np.load(io.BytesIO(f.read()), allow_pickle=False)
-    centroids = np.asarray(data["centroids"], np.float32)
+    data = load_npz(f.read(), path, "clusters.npz", ("centroids", "params"))
+    centroids = data["centroids"]
     params = json.loads(str(data["params"]))
+  problem = centroids_problem(centroids) or (
+      None if isinstance(params, dict) else "its params are not a JSON object")
+  if problem:
+    raise ValueError(f"{path} is not a valid clusters.npz: {problem}")
+  centroids = centroids.astype(np.float32)
   fitted_on = params.get("embedding_model")
   if embedding_model is not None and fitted_on != embedding_model:
     raise ValueError(f"{path} holds centroids of {fitted_on!r} embeddings, but this run "

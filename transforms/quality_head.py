@@ -11,7 +11,6 @@ the sketch, merged in any order, solved once, and applied through a side input.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 from typing import Optional
@@ -22,7 +21,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from models import loading
-from transforms.npz_files import npz_bytes
+from transforms.npz_files import load_npz, npz_bytes
 
 
 @dataclasses.dataclass
@@ -158,11 +157,22 @@ def head_path(spec: str) -> str:
   return loading.bundled_quality_head_path() if spec == loading.BUNDLED_HEAD else spec
 
 
+def weights_problem(head: QualityHead) -> Optional[str]:
+  """What is wrong with a head's numbers (one finite weight per embedding dimension and a
+  finite bias), or None."""
+  w = head.weights
+  if w.ndim != 1 or w.size == 0 or not np.issubdtype(w.dtype, np.floating):
+    return f"its weights are {w.dtype} {list(w.shape)}, not a vector of floats"
+  if not (np.all(np.isfinite(w)) and math.isfinite(head.bias)):
+    return "its weights or bias are not finite"
+  return None
+
+
 def load_head(path: str, embedding_model: Optional[str] = None) -> QualityHead:
   """Reads a saved head (or `bundled`); refuses one fitted on another embedding model."""
   path = head_path(path)
   with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-    data = np.load(io.BytesIO(f.read()), allow_pickle=False)
+    data = load_npz(f.read(), path, "quality_head.npz", ("weights", "meta"))
     meta = json.loads(str(data["meta"]))
     tokens = meta.get("embedding_max_tokens")
     head = QualityHead(weights=data["weights"], bias=float(meta["bias"]), l2=float(meta["l2"]),
@@ -170,6 +180,9 @@ def load_head(path: str, embedding_model: Optional[str] = None) -> QualityHead:
                        teacher=meta["teacher"],
                        embedding_max_tokens=None if tokens is None else int(tokens),
                        provenance=meta.get("provenance"))
+  problem = weights_problem(head)
+  if problem:
+    raise ValueError(f"{path} is not a valid quality_head.npz: {problem}")
   if embedding_model is not None and head.embedding_model != embedding_model:
     raise ValueError(
         f"{path} was fitted on embeddings of {head.embedding_model!r}, but this run embeds "

@@ -12,18 +12,19 @@ import io
 import logging
 import lzma
 import os
-import re
-import threading
-from typing import Iterable, Iterator, List, Optional, Sequence, Union
+import stat
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import apache_beam as beam
-from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
+from transforms import input_files
 from transforms import records
 from transforms import metrics
+from transforms.input_files import (MATCH_TIMEOUT_S, InputError, InputFiles,  # noqa: F401
+                                    has_glob, is_remote, split_patterns)
 from transforms.metrics import stage_clock
 
 _LOG = logging.getLogger(__name__)
@@ -37,17 +38,6 @@ _EXTENSIONS = {
 }
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".lzma", ".xz")
 _BOM = b"\xef\xbb\xbf"
-# Listing a pattern longer than this is taken as a hang (no network, no credentials):
-# a listing of 100,000 gs:// objects takes well under a minute.
-MATCH_TIMEOUT_S = 300.0
-
-
-class InputError(ValueError):
-  """Bad --input / --input_format; the message says what to fix."""
-
-
-def split_patterns(input_arg: str) -> List[str]:
-  return [p.strip() for p in input_arg.split(",") if p.strip()]
 
 
 def format_of(path: str, input_format: str) -> str:
@@ -66,75 +56,72 @@ def format_of(path: str, input_format: str) -> str:
       "--input_format=jsonl|text|tfrecord")
 
 
-def _has_glob(pattern: str) -> bool:
-  return re.search(r"[*?\[]", pattern) is not None
+def _is_directory(pattern: str, matches, timeout_s: float) -> bool:
+  """Whether a pattern without a glob names a directory: a local one, or a gs:// prefix
+  that matches nothing as an object but has objects under it."""
+  if has_glob(pattern) or pattern.endswith(("/", "\\")):
+    return False  # "DIR/" is read as "DIR/*".
+  if not is_remote(pattern):
+    return os.path.isdir(pattern)
+  return not matches and bool(input_files.bounded(
+      lambda: FileSystems.match([pattern + "/*"], [1])[0].metadata_list, pattern, timeout_s))
 
 
-def _match(pattern: str, limit: Optional[int], timeout_s: float) -> list:
-  """FileSystems.match of one pattern; any failure or a hang becomes an InputError."""
-  box = {}
-
-  def target():
-    try:
-      box["files"] = FileSystems.match([pattern], [limit])[0].metadata_list
-    except Exception as e:  # pylint: disable=broad-except
-      box["error"] = e
-
-  # A daemon thread, so that a listing stuck on the network cannot keep the job alive.
-  thread = threading.Thread(target=target, name="match-input", daemon=True)
-  thread.start()
-  thread.join(timeout_s)
-  if thread.is_alive():
-    raise InputError(f"listing --input pattern {pattern!r} took over {timeout_s:.0f} s; "
-                     "check the path, the network and the credentials")
-  if "error" in box:
-    e = box["error"]
-    raise InputError(f"cannot list --input pattern {pattern!r}: "
-                     f"{type(e).__name__}: {str(e)[:500]}")
-  return box["files"]
-
-
-def _is_directory(pattern: str, files, timeout_s: float) -> bool:
-  """Whether a pattern without a glob names a directory: a local one (matched as itself),
-  or a gs:// prefix that matches nothing as an object but has objects under it."""
-  if _has_glob(pattern) or pattern.endswith(("/", "\\")):
-    return False  # Beam reads "DIR/" as "DIR/*".
-  if any(os.path.isdir(m.path) for m in files):
-    return True
-  return not files and bool(_match(pattern + "/*", 1, timeout_s))
-
-
-def check_inputs(patterns: Sequence[str], input_format: str,
-                 timeout_s: float = MATCH_TIMEOUT_S) -> int:
-  """Fails early, with a clear message, when a pattern matches nothing, names a
-  directory or cannot be listed, or a format is unknown. Returns the total input size in
-  bytes (for progress estimates)."""
+def checked_inputs(patterns: Sequence[str], input_format: str,
+                   timeout_s: float = MATCH_TIMEOUT_S) -> InputFiles:
+  """Matches --input once (input_files.find_inputs) and fails early, with a clear
+  message, when a pattern matches no file it can read, names a directory or cannot be
+  listed, or a format is unknown. Warns about paths read once or reported, not read."""
   if input_format not in FORMATS:
     raise InputError(f"--input_format must be one of {', '.join(FORMATS)}")
   if not patterns:
     raise InputError("--input is empty")
-  total = 0
-  for pattern in patterns:
-    matched = _match(pattern, None, timeout_s)
-    if _is_directory(pattern, matched, timeout_s):
+  inputs = input_files.find_inputs(patterns, timeout_s)
+  for pattern, matches in inputs.by_pattern:
+    if _is_directory(pattern, matches, timeout_s):
       raise InputError(f"--input {pattern!r} is a directory; use a glob such as "
                        f"{pattern.rstrip('/')}/* or {pattern.rstrip('/')}/*.jsonl")
-    files = [m for m in matched if not m.path.endswith("/")]
+    files = [m for m in matches if not m.reason]
     if not files:
-      raise InputError(f"--input pattern {pattern!r} matches no files")
+      only = (f" (it matched only {len(matches)} paths that are not readable files, e.g. "
+              f"{matches[0].path}: {matches[0].detail})" if matches else "")
+      raise InputError(f"--input pattern {pattern!r} matches no files{only}")
     for m in files:
       format_of(m.path, input_format)
-      total += m.size_in_bytes
-  return total
+  input_files.log_warnings(inputs)
+  return inputs
+
+
+def check_inputs(patterns: Sequence[str], input_format: str,
+                 timeout_s: float = MATCH_TIMEOUT_S) -> int:
+  """checked_inputs; returns the total input size in bytes (for progress estimates)."""
+  return checked_inputs(patterns, input_format, timeout_s).total_bytes
+
+
+def _open_raw(path: str):
+  """The file's bytes as they are stored. A local path is opened without blocking and
+  must be a regular file: a pipe that took its place since the check is never waited on."""
+  if is_remote(path):
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+  fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+  try:
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+      raise IOError(f"{path} is not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+  except BaseException:
+    os.close(fd)
+    raise
 
 
 def open_decompressed(path: str):
-  """Opens a file through Beam's FileSystems, decompressing by extension.
+  """Opens a file (_open_raw: local, or through Beam's FileSystems), decompressing by
+  extension.
 
   Python's own decompressors are used (not Beam's CompressedFile) because they support
   readline(limit), which bounds the memory an over-long line can take.
   """
-  raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+  raw = _open_raw(path)
   name = path.lower()
   if name.endswith(".gz"):
     return gzip.GzipFile(fileobj=raw)
@@ -201,38 +188,50 @@ class _ZstdReader(io.RawIOBase):
       super().close()
 
 
+_READ_PIECE = 1 << 20  # bytes asked of a file at a time: the memory is a piece plus one line
+
+
+def _split_lines(pieces, keep: int):
+  """(the first `keep` bytes of a line, the line's length) for each line of a byte stream
+  given in pieces. A line ends at \\n, \\r\\n or a lone \\r; a last line without one
+  is yielded once the pieces end."""
+  head, size, after_cr = [], 0, False
+  for piece in pieces:
+    if after_cr and piece.startswith(b"\n"):
+      piece = piece[1:]  # the \n of a \r\n cut between two pieces
+    after_cr = False
+    for part in piece.splitlines(keepends=True):  # bytes: only \n, \r\n and \r
+      body = part[:-2] if part.endswith(b"\r\n") else part.rstrip(b"\r\n")
+      if size < keep:
+        head.append(body[: keep - size])
+      size += len(body)
+      if len(body) < len(part):
+        yield b"".join(head), size
+        head, size = [], 0
+      after_cr = part.endswith(b"\r")
+  if head:
+    yield b"".join(head), size
+
+
 def _read_lines(handle, max_bytes: int):
   """Yields (line_number, bytes, too_long) without reading an over-long line into memory.
 
-  The limit applies to the line without its terminator (\\n or \\r\\n). A leading UTF-8
-  BOM is dropped. A last line without a terminator is yielded only once the end of the
-  file is confirmed, so that a line cut by a truncated file is never taken for a record.
+  Lines end at \\n, \\r\\n or a lone \\r (universal newlines, as Python's text mode: a
+  file with CR-only endings is split into its lines, not read as one). The limit applies
+  to the line without its terminator. A leading UTF-8 BOM is dropped. A last line without
+  a terminator is yielded only once the end of the file is confirmed, so that a line cut
+  by a truncated file is never taken for a record; read1 hands over what the file gave
+  before any damage.
   """
-  lineno = 0
-  while True:
-    line = handle.readline(max_bytes + 2)
-    if not line:
-      return
-    lineno += 1
-    cut_at_limit = len(line) == max_bytes + 2 and not line.endswith(b"\n")
-    if lineno == 1 and line.startswith(_BOM):
-      line = line[len(_BOM):]
-    if cut_at_limit:
-      # Over the limit: skip the rest of the line in bounded pieces, keep a prefix.
-      prefix = line[: records.EXCERPT_CHARS * 4]
-      rest = line
-      while rest and not rest.endswith(b"\n"):
-        rest = handle.readline(1 << 20)
-      yield lineno, prefix, True
-      continue
-    if not line.endswith(b"\n") and handle.read(1):
-      # readline stops short only at the end of the file; anything else is a broken reader.
-      raise IOError(f"line {lineno} ended before its terminator")
-    content = line.rstrip(b"\r\n")
-    if len(content) > max_bytes:
+  read = getattr(handle, "read1", handle.read)
+  pieces = iter(lambda: read(_READ_PIECE), b"")
+  for lineno, (content, size) in enumerate(_split_lines(pieces, max_bytes + len(_BOM)), 1):
+    if lineno == 1 and content.startswith(_BOM):
+      content, size = content[len(_BOM):], size - len(_BOM)
+    if size > max_bytes:
       yield lineno, content[: records.EXCERPT_CHARS * 4], True
-      continue
-    yield lineno, content, False
+    else:
+      yield lineno, content, False
 
 
 def iter_file_records(path: str, fmt: str, max_doc_bytes: int
@@ -241,7 +240,9 @@ def iter_file_records(path: str, fmt: str, max_doc_bytes: int
   for each line over max_doc_bytes or blank jsonl line. A file that cannot be read raises
   where the damage starts (what was yielded before stays valid); lines follow _read_lines.
   Shared by the pipeline's reader and --estimate_only, so that both see the same records.
+  Sources name the file as text: a name that is not UTF-8 is spelt with escapes.
   """
+  name = records.safe_str(path)
   with open_decompressed(path) as handle:
     if fmt == "tfrecord":
       count = 0
@@ -250,27 +251,54 @@ def iter_file_records(path: str, fmt: str, max_doc_bytes: int
         if payload is None:
           return
         count += 1
-        yield records.RawRecord(f"{path}:#{count}", payload, fmt)
+        yield records.RawRecord(f"{name}:#{count}", payload, fmt)
     for lineno, payload, too_long in _read_lines(handle, max_doc_bytes):
       if too_long:
-        yield records.Rejected(f"{path}:{lineno}", records.TOO_LARGE, records.excerpt(payload),
+        yield records.Rejected(f"{name}:{lineno}", records.TOO_LARGE, records.excerpt(payload),
                                f"line is over --max_doc_bytes={max_doc_bytes}")
       elif not payload.strip() and fmt == "jsonl":
-        yield records.Rejected(f"{path}:{lineno}", records.EMPTY_TEXT, "", "blank line")
+        yield records.Rejected(f"{name}:{lineno}", records.EMPTY_TEXT, "", "blank line")
       else:
-        yield records.RawRecord(f"{path}:{lineno}", payload, fmt)
+        yield records.RawRecord(f"{name}:{lineno}", payload, fmt)
+
+
+def _not_read(path: str, reason: str, detail: str) -> records.Rejected:
+  _LOG.warning("Not reading %s: %s", path, detail)
+  return records.Rejected(records.safe_str(path), reason, "", detail)
+
+
+def _to_wire(path: str) -> bytes:
+  """A path as a pipeline element: bytes, so that a local name that is not UTF-8 (held
+  with surrogate escapes) survives Beam's string coder."""
+  return path.encode("utf-8", "surrogateescape")
+
+
+def _problem_after_error(path: str):
+  """(reason, detail) when a file that failed to open is gone or not a regular file."""
+  if not is_remote(path):
+    return input_files.problem(path)
+  try:
+    gone = not FileSystems.exists(path)
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return (records.MISSING_FILE, "no such object (deleted after the job started)") if gone else None
 
 
 class _ReadFileRecords(beam.DoFn):
-  """One matched file -> RawRecords; a file that cannot be read -> a rejection."""
+  """One matched path -> RawRecords; a path that is gone or not a regular file (never
+  opened), or a file that cannot be read -> a rejection."""
 
   def __init__(self, input_format: str, max_doc_bytes: int):
     self._format = input_format
     self._max = max_doc_bytes
 
-  def process(self, metadata):
+  def process(self, wire_path: bytes):
     stage_clock("read")
-    path = metadata.path
+    path = wire_path.decode("utf-8", "surrogateescape")
+    found = input_files.problem(path)
+    if found:
+      yield beam.pvalue.TaggedOutput(REJECTED_TAG, _not_read(path, *found))
+      return
     count = 0
     try:
       fmt = format_of(path, self._format)  # Checked up front, but files may change.
@@ -281,18 +309,23 @@ class _ReadFileRecords(beam.DoFn):
         else:
           yield record
     except Exception as e:  # pylint: disable=broad-except
+      found = None if count else _problem_after_error(path)
+      if found:  # gone, or replaced by a pipe, since the check above
+        yield beam.pvalue.TaggedOutput(REJECTED_TAG, _not_read(path, *found))
+        return
       # A corrupt or truncated file: report it, keep what was read before the damage.
       _LOG.warning("Cannot read %s after %d records: %s", path, count, e)
       yield beam.pvalue.TaggedOutput(REJECTED_TAG, records.Rejected(
-          f"{path}:after#{count}", records.UNREADABLE_FILE, "",
+          f"{records.safe_str(path)}:after#{count}", records.UNREADABLE_FILE, "",
           f"{type(e).__name__}: {str(e)[:300]}"))
 
 
 class _Validate(beam.DoFn):
-  def __init__(self, text_field, id_field, max_doc_bytes, keep_fields, copy_fields=()):
+  def __init__(self, text_field, id_field, max_doc_bytes, keep_fields, copy_fields=(),
+               max_id_bytes=records.MAX_ID_BYTES):
     self._args = dict(text_field=text_field, id_field=id_field,
                       max_doc_bytes=max_doc_bytes, keep_fields=tuple(keep_fields),
-                      copy_fields=tuple(copy_fields))
+                      copy_fields=tuple(copy_fields), max_id_bytes=max_id_bytes)
 
   def process(self, raw):
     stage_clock("read")
@@ -329,6 +362,9 @@ class ReadDocuments(beam.PTransform):
     max_doc_bytes: longer records are rejected as too_large.
     keep_fields: numeric fields to carry on the Document (e.g. a teacher score).
     copy_fields: fields copied as they are into Document.extra (--keep_fields).
+    max_id_bytes: longer ids (UTF-8) are rejected as invalid_id.
+    inputs: what the launcher matched (checked_inputs): read as listed, so that a file
+      gone since the check is reported. None: the patterns are matched when the job runs.
 
   Returns:
     A dict with `documents` (valid Documents) and `rejected` (Rejected records).
@@ -337,30 +373,35 @@ class ReadDocuments(beam.PTransform):
   def __init__(self, patterns: Sequence[str], input_format: str = "auto",
                text_field: str = "text", id_field: Optional[str] = None,
                max_doc_bytes: int = 10 * 1024 * 1024, keep_fields: Iterable[str] = (),
-               copy_fields: Iterable[str] = ()):
+               copy_fields: Iterable[str] = (), max_id_bytes: int = records.MAX_ID_BYTES,
+               inputs: Optional[InputFiles] = None):
     super().__init__()
     self._patterns = list(patterns)
+    self._paths = None if inputs is None else inputs.paths
     self._format = input_format
     self._text_field = text_field
     self._id_field = id_field
     self._max = max_doc_bytes
     self._keep = tuple(keep_fields)
     self._copy = tuple(copy_fields)
+    self._max_id = max_id_bytes
 
   def expand(self, pbegin):
-    files = (pbegin
-             | "Patterns" >> beam.Create(self._patterns)
-             | "MatchFiles" >> fileio.MatchAll()
-             | "DropDirectories" >> beam.Filter(lambda m: not m.path.endswith("/"))
-             # Spread files over workers before the expensive steps.
-             | "ReshuffleFiles" >> beam.Reshuffle())
+    if self._paths is not None:
+      paths = pbegin | "InputPaths" >> beam.Create([_to_wire(p) for p in self._paths])
+    else:  # Matched in one step, so that a path two patterns match is read once.
+      paths = (pbegin | "Patterns" >> beam.Create([tuple(self._patterns)])
+               | "MatchFiles" >> beam.FlatMap(
+                   lambda ps: [_to_wire(p) for p in input_files.find_inputs(ps).paths]))
+    # Spread files over workers before the expensive steps.
+    files = paths | "ReshuffleFiles" >> beam.Reshuffle()
     raw = files | "ReadFileRecords" >> beam.ParDo(
         _ReadFileRecords(self._format, self._max)).with_outputs(REJECTED_TAG, main="raw")
     validated = (raw.raw
                  | "CountRead" >> beam.Map(_count_read)
                  | "Validate" >> beam.ParDo(_Validate(
-                     self._text_field, self._id_field, self._max, self._keep, self._copy)
-                 ).with_outputs(REJECTED_TAG, main="documents"))
+                     self._text_field, self._id_field, self._max, self._keep, self._copy,
+                     self._max_id)).with_outputs(REJECTED_TAG, main="documents"))
     rejected = ((raw[REJECTED_TAG] | "CountReadRejected" >> beam.Map(_count_read),
                  validated[REJECTED_TAG])
                 | "FlattenRejected" >> beam.Flatten()

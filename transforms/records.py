@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import unicodedata
 from typing import Any, Dict, Mapping, Optional
 
 # Rejection reasons: the short codes used in rejected/ and in the counters
@@ -23,12 +24,26 @@ TOO_LARGE = "too_large"
 INVALID_ID = "invalid_id"
 INVALID_TFRECORD = "invalid_tfrecord"
 UNREADABLE_FILE = "unreadable_file"
+# A matched input path that is never opened (transforms/input_files.py): gone by the time
+# it is read (deleted, a broken link), or not a regular file (a pipe, socket, device or
+# directory), which could block the reader or means nothing as records.
+MISSING_FILE = "missing_file"
+NOT_A_REGULAR_FILE = "not_a_regular_file"
 # The text holds a lone surrogate (a JSON escape like "\ud800"): not valid Unicode, so it
 # cannot be written as UTF-8 or tokenized.
 INVALID_TEXT = "invalid_text"
 # Belt and braces: any exception nobody foresaw while parsing one record. It is a bug to
 # fix, but it must cost one record, not the job.
 INVALID_RECORD = "invalid_record"
+# A JSON object repeats a key the job reads (text, id, teacher or --keep_fields): Python
+# keeps the last value, other parsers the first, so which one is meant is unclear.
+DUPLICATE_KEY = "duplicate_key"
+
+# --max_id_bytes default. Every rank boundary is a sort key holding an id, and the
+# P + 1 boundaries go to every worker: at 1 KiB an id costs at most 100 MB there at the
+# largest --num_rank_partitions, where one 5 MB id took a 3-document job past 8 GB. A
+# hash id is 32 bytes; most URLs fit.
+MAX_ID_BYTES = 1024
 
 EXCERPT_CHARS = 200
 # Every score the job can compute: each is a float feature of every selected record,
@@ -84,7 +99,8 @@ class Rejected:
     out = {"source": self.source, "reason": self.reason, "excerpt": self.excerpt}
     if self.detail:
       out["detail"] = self.detail
-    return json.dumps({k: safe_str(v) for k, v in out.items()}, ensure_ascii=False)
+    return json.dumps({k: safe_str(v) for k, v in out.items()}, ensure_ascii=False,
+                      allow_nan=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +128,30 @@ def is_valid_unicode(s: str) -> bool:
 def safe_str(s: str) -> str:
   """`s` with lone surrogates spelt as \\udXXX escapes, so it can be written as UTF-8."""
   return s if is_valid_unicode(s) else s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+# A text needs a character outside these categories to be a document: controls (NUL),
+# format characters (U+200B, U+FEFF, U+2060, bidi marks), separators, and combining marks
+# with nothing to combine with.
+_INVISIBLE_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Zs", "Zl", "Zp", "Mn", "Me"))
+# Letters and symbols that render as blank space (Hangul fillers, the blank Braille cell).
+_BLANK_CHARS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def has_visible_char(text: str) -> bool:
+  """Whether `text` shows anything. Stops at the first visible character: O(1) for a
+  normal text, one pass over a text that is all invisible."""
+  for ch in text.lstrip():
+    if ch not in _BLANK_CHARS and unicodedata.category(ch) not in _INVISIBLE_CATEGORIES:
+      return True
+  return False
+
+
+def _invisible_detail(text: str) -> str:
+  if not text:
+    return "the text is empty"
+  return (f"no visible character: {len(text)} whitespace, control, format or combining "
+          f"characters (the first is U+{ord(text[0]):04X})")
 
 
 def excerpt(payload: Any, limit: int = EXCERPT_CHARS) -> str:
@@ -143,9 +183,45 @@ def _numeric_fields(obj: Mapping[str, Any], names) -> Dict[str, Any]:
   return out
 
 
+class _RepeatedKeys(dict):
+  """A JSON object that repeated a key (json keeps the last value); `repeated` names them."""
+  repeated = frozenset()
+
+
+def _json_object(pairs):
+  """object_pairs_hook: a dict, that remembers the keys the object repeated."""
+  obj = dict(pairs)
+  if len(obj) == len(pairs):
+    return obj
+  seen = set()
+  obj = _RepeatedKeys(obj)
+  obj.repeated = frozenset(k for k, _ in pairs if k in seen or seen.add(k))
+  return obj
+
+
+def _raw_number(text: str):
+  """parse_float/parse_constant: a non-finite number (NaN, Infinity, 1e999) stays the
+  text it was in the input, so a copied field is strict JSON and loses nothing."""
+  value = float(text)
+  return value if math.isfinite(value) else text
+
+
+# Made once: json.loads with hooks builds a decoder per call, a third of its time.
+_RECORD_DECODER = json.JSONDecoder(object_pairs_hook=_json_object)
+_COPY_DECODER = json.JSONDecoder(parse_float=_raw_number, parse_constant=_raw_number)
+
+
+def _strict(value):
+  """A tf.train.Example float as strict JSON: a non-finite one as JSON would spell it."""
+  if isinstance(value, float) and not math.isfinite(value):
+    return "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"
+  return value
+
+
 def _copied_fields(raw: RawRecord, names) -> Dict[str, Any]:
   """The values of `names` in a valid record (None where missing): JSON values from JSON
-  Lines, from a tf.train.Example the feature's value (a list when it holds several)."""
+  Lines, from a tf.train.Example the feature's value (a list when it holds several).
+  Non-finite numbers are kept as their text (see _raw_number)."""
   if raw.fmt == "text":
     return {name: None for name in names}
   if raw.fmt == "tfrecord":
@@ -158,10 +234,11 @@ def _copied_fields(raw: RawRecord, names) -> Dict[str, Any]:
       if f is not None:
         kind = f.WhichOneof("kind")
         values = list(getattr(f, kind).value) if kind else []
-      values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values]
+      values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else _strict(v)
+                for v in values]
       out[name] = None if not values else values[0] if len(values) == 1 else values
     return out
-  obj = json.loads(raw.payload.decode("utf-8"))  # parsed before: valid
+  obj = _COPY_DECODER.decode(raw.payload.decode("utf-8"))  # parsed before: valid
   return {name: obj.get(name) for name in names}
 
 
@@ -172,13 +249,16 @@ def unexpected(source: Any, payload: Any, error: BaseException) -> Rejected:
 
 
 def parse_record(raw: RawRecord, text_field: str = "text", id_field: Optional[str] = None,
-                 max_doc_bytes: int = 10 * 1024 * 1024, keep_fields=(), copy_fields=()):
+                 max_doc_bytes: int = 10 * 1024 * 1024, keep_fields=(), copy_fields=(),
+                 max_id_bytes: int = MAX_ID_BYTES):
   """Turns a raw record into a Document or a Rejected. Never raises.
 
   keep_fields: numeric fields carried for the job's own use (a teacher score);
-  copy_fields: fields copied as they are to the outputs (--keep_fields)."""
+  copy_fields: fields copied as they are to the outputs (--keep_fields);
+  max_id_bytes: a longer id (UTF-8) is invalid_id."""
   try:
-    doc = _parse_record(raw, text_field, id_field, max_doc_bytes, keep_fields)
+    limits = (max_doc_bytes, max_id_bytes)
+    doc = _parse_record(raw, text_field, id_field, limits, keep_fields, copy_fields)
     if copy_fields and isinstance(doc, Document):
       doc = dataclasses.replace(doc, extra=_copied_fields(raw, copy_fields))
     return doc
@@ -186,12 +266,23 @@ def parse_record(raw: RawRecord, text_field: str = "text", id_field: Optional[st
     return unexpected(getattr(raw, "source", ""), getattr(raw, "payload", b""), e)
 
 
-def _parse_record(raw, text_field, id_field, max_doc_bytes, keep_fields):
+def _id_problem(doc_id: str, id_field: str, max_id_bytes: int) -> Optional[str]:
+  """Why `doc_id` cannot be an id, or None."""
+  if not is_valid_unicode(doc_id):
+    return f"field {id_field!r} is not valid Unicode (lone surrogate)"
+  size = len(doc_id.encode("utf-8"))
+  if size > max_id_bytes:
+    return f"id is {size} bytes > --max_id_bytes={max_id_bytes}"
+  return None
+
+
+def _parse_record(raw, text_field, id_field, limits, keep_fields, copy_fields):
+  max_doc_bytes, max_id_bytes = limits
   if len(raw.payload) > max_doc_bytes:
     return Rejected(raw.source, TOO_LARGE, excerpt(raw.payload),
                     f"{len(raw.payload)} bytes > --max_doc_bytes={max_doc_bytes}")
   if raw.fmt == "tfrecord":
-    return _parse_tfrecord(raw, text_field, id_field, max_doc_bytes, keep_fields)
+    return _parse_tfrecord(raw, text_field, id_field, limits, keep_fields)
   try:
     decoded = raw.payload.decode("utf-8")
   except UnicodeDecodeError as e:
@@ -200,7 +291,7 @@ def _parse_record(raw, text_field, id_field, max_doc_bytes, keep_fields):
     text = decoded.rstrip("\r\n")
     return _make_document(raw.source, text, None, {}, max_doc_bytes)
   try:
-    obj = json.loads(decoded)
+    obj = _RECORD_DECODER.decode(decoded)
   except ValueError as e:
     return Rejected(raw.source, INVALID_JSON, excerpt(decoded), str(e)[:200])
   except RecursionError:  # json.loads recurses once per nesting level.
@@ -208,6 +299,11 @@ def _parse_record(raw, text_field, id_field, max_doc_bytes, keep_fields):
                     "nested too deep (arrays/objects inside each other)")
   if not isinstance(obj, dict):
     return Rejected(raw.source, NOT_AN_OBJECT, excerpt(decoded))
+  repeated = sorted(getattr(obj, "repeated", set()).intersection(
+      (text_field, id_field) + tuple(keep_fields) + tuple(copy_fields)))
+  if repeated:
+    return Rejected(raw.source, DUPLICATE_KEY, excerpt(decoded),
+                    f"key {repeated[0]!r} appears more than once in the object")
   if text_field not in obj:
     return Rejected(raw.source, MISSING_TEXT_FIELD, excerpt(decoded),
                     f"no field {text_field!r} (set --text_field)")
@@ -221,10 +317,10 @@ def _parse_record(raw, text_field, id_field, max_doc_bytes, keep_fields):
     if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or str(doc_id) == "":
       return Rejected(raw.source, INVALID_ID, excerpt(decoded),
                       f"field {id_field!r} missing or not a string/integer")
-    doc_id = str(doc_id)
-    if not is_valid_unicode(doc_id):
-      return Rejected(raw.source, INVALID_ID, excerpt(decoded),
-                      f"field {id_field!r} is not valid Unicode (lone surrogate)")
+    doc_id = str(doc_id)  # 1 and "1" are the same id (ids need not be unique)
+    problem = _id_problem(doc_id, id_field, max_id_bytes)
+    if problem:
+      return Rejected(raw.source, INVALID_ID, excerpt(decoded), problem)
   return _make_document(raw.source, text, doc_id, _numeric_fields(obj, keep_fields),
                         max_doc_bytes)
 
@@ -233,8 +329,8 @@ def _make_document(source, text, doc_id, fields, max_doc_bytes):
   if not is_valid_unicode(text):
     return Rejected(source, INVALID_TEXT, excerpt(text),
                     "text is not valid Unicode (lone surrogate)")
-  if not text.strip():
-    return Rejected(source, EMPTY_TEXT, excerpt(text))
+  if not has_visible_char(text):
+    return Rejected(source, EMPTY_TEXT, excerpt(text), _invisible_detail(text))
   if len(text.encode("utf-8")) > max_doc_bytes:
     return Rejected(source, TOO_LARGE, excerpt(text),
                     f"text is over --max_doc_bytes={max_doc_bytes}")
@@ -242,8 +338,9 @@ def _make_document(source, text, doc_id, fields, max_doc_bytes):
                   source=source, fields=fields)
 
 
-def _parse_tfrecord(raw, text_field, id_field, max_doc_bytes, keep_fields):
+def _parse_tfrecord(raw, text_field, id_field, limits, keep_fields):
   import tensorflow as tf  # Imported lazily: only tfrecord inputs need it.
+  max_doc_bytes, max_id_bytes = limits
   try:
     example = tf.train.Example.FromString(raw.payload)
   except Exception as e:  # protobuf raises DecodeError, a plain Exception subclass.
@@ -274,6 +371,9 @@ def _parse_tfrecord(raw, text_field, id_field, max_doc_bytes, keep_fields):
     if not doc_id:
       return Rejected(raw.source, INVALID_ID, excerpt(raw.payload),
                       f"feature {id_field!r} missing or empty")
+    problem = _id_problem(doc_id, id_field, max_id_bytes)
+    if problem:
+      return Rejected(raw.source, INVALID_ID, excerpt(raw.payload), problem)
   fields = {}
   for name in keep_fields:
     f = feats.get(name)
@@ -292,15 +392,25 @@ def score_record(doc: Document, selected: bool, rank: Optional[int]) -> Dict[str
   and the selection outcome. Written as a JSON line (score_row) or a Parquet row."""
   row = {"id": doc.id, "source": safe_str(doc.source)}
   # JSON has no Infinity/NaN: a non-finite score (e.g. the perplexity of a document too
-  # short to predict) is written as null.
-  row.update({k: (v if not isinstance(v, float) or math.isfinite(v) else None)
-              for k, v in doc.scores.items()})
-  row.update(doc.extra)
+  # short to predict) is written as null; copied fields hold none (_copied_fields).
+  row.update({k: strict_json(v) for k, v in doc.scores.items()})
+  row.update({k: strict_json(v) for k, v in doc.extra.items()})
   row["selected"] = selected
   row["rank"] = rank
   return row
 
 
+def strict_json(value):
+  """`value` with every non-finite float in it as None (null)."""
+  if isinstance(value, float):
+    return value if math.isfinite(value) else None
+  if isinstance(value, (list, tuple)):
+    return [strict_json(v) for v in value]
+  if isinstance(value, dict):
+    return {k: strict_json(v) for k, v in value.items()}
+  return value
+
+
 def score_row(doc: Document, selected: bool, rank: Optional[int]) -> str:
-  """One line of scores/ (see score_record)."""
-  return json.dumps(score_record(doc, selected, rank), ensure_ascii=False)
+  """One line of scores/ (see score_record): strict JSON."""
+  return json.dumps(score_record(doc, selected, rank), ensure_ascii=False, allow_nan=False)

@@ -63,27 +63,33 @@ def _example(doc: Document, rank: Optional[int], names: Sequence[str]) -> Dict[s
                      if doc.scores.get(n) is not None}}
 
 
-class _Descending:
-  """Reverses the order of a key of any comparable type (tuples of floats and strings)."""
+class _Ascending:
+  """A heap entry's key, compared by `key` alone. Equality stays identity, so that two
+  equal keys (a record read twice) never make a heap compare their items (closures)."""
   __slots__ = ("key",)
 
   def __init__(self, key):
     self.key = key
 
   def __lt__(self, other):
-    return other.key < self.key
-
-  def __eq__(self, other):
-    return self.key == other.key
+    return self.key < other.key
 
   def __reduce__(self):
-    return (_Descending, (self.key,))
+    return (type(self), (self.key,))
+
+
+class _Descending(_Ascending):
+  """Reverses the order of a key of any comparable type (tuples of floats and strings)."""
+  __slots__ = ()
+
+  def __lt__(self, other):
+    return other.key < self.key
 
 
 class _Smallest:
-  """The n smallest (key, item) pairs seen. Keys are unique (they end with the id and
-  source), so ties never compare items. `wants` rejects most keys with one comparison,
-  so an item is built only for the few that are kept."""
+  """The n smallest (key, item) pairs seen (ties, such as a record read twice, keep
+  either; items are never compared). `wants` rejects most keys with one comparison, so
+  an item is built only for the few that are kept."""
 
   def __init__(self, n: int):
     self.n = n
@@ -111,22 +117,23 @@ class _Smallest:
 
 
 class _Largest(_Smallest):
-  """The n largest (key, item) pairs seen (a min-heap: no key wrapper)."""
+  """The n largest (key, item) pairs seen (a min-heap)."""
 
   def wants(self, key) -> bool:
     return self._worst is None or key > self._worst
 
   def push(self, key, item) -> None:
     if len(self.heap) < self.n:
-      heapq.heappush(self.heap, (key, item))
+      heapq.heappush(self.heap, (_Ascending(key), item))
     else:
-      heapq.heapreplace(self.heap, (key, item))
+      heapq.heapreplace(self.heap, (_Ascending(key), item))
     if len(self.heap) == self.n:
-      self._worst = self.heap[0][0]
+      self._worst = self.heap[0][0].key
 
   def items(self) -> List[Tuple[Any, Any]]:
     """Largest first."""
-    return sorted(self.heap, key=lambda kv: kv[0], reverse=True)
+    return sorted(((a.key, item) for a, item in self.heap), key=lambda kv: kv[0],
+                  reverse=True)
 
 
 def _lists() -> Dict[str, _Smallest]:

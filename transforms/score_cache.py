@@ -165,13 +165,24 @@ class PerplexityCodec(Codec):
 def round_embedding(vector) -> np.ndarray:
   """Embeddings are kept as float16 in the cache; every run uses the float16 values (as
   float32), so that a cached run and a fresh one select the same documents."""
-  return np.asarray(vector, dtype=np.float16).astype(np.float32)
+  with np.errstate(over="ignore"):  # an out-of-range value becomes inf: an invalid entry
+    return np.asarray(vector, dtype=np.float16).astype(np.float32)
+
+
+def valid_embedding(vector) -> bool:
+  """A usable embedding: finite and not all zeros (the model's vectors have unit length:
+  a zero one is a broken entry, whose density and cluster would be meaningless)."""
+  vector = np.asarray(vector)
+  return bool(vector.size and np.all(np.isfinite(vector)) and np.any(vector))
 
 
 class EmbeddingCodec(Codec):
   namespace = "embeddings"
 
   def row(self, doc):
+    # An invalid vector is not kept (a reader would skip it anyway).
+    if doc.embedding is None or not valid_embedding(round_embedding(doc.embedding)):
+      return None
     return doc.embedding
 
   def table(self, keys, rows):
@@ -192,7 +203,7 @@ class EmbeddingCodec(Codec):
     dim = column.type.list_size
     values = column.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
     for key, vec in zip(keys, values):
-      yield key, (vec.astype(np.float32) if np.all(np.isfinite(vec)) else None)
+      yield key, (vec.astype(np.float32) if valid_embedding(vec) else None)
 
 
 CODECS = {c.namespace: c for c in (AskLLMCodec(), PerplexityCodec(), EmbeddingCodec())}

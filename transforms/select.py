@@ -1,8 +1,9 @@
 """Exact top-k selection and ranking that never gathers the corpus on one worker.
 
-Every document has a sort key (ascending = better; ties are impossible because the key
-ends with the document id and its source). The k-th key is found without sorting
-everything:
+Every document has a sort key (ascending = better; the key ends with the document id and
+its source, so only a record that repeats an (id, source) ties, and the documents tied at
+the cutoff are then settled apart, keeping k exact). The k-th key is found without
+sorting everything:
 
 1. `ApproximateQuantiles` cuts the key space into P ranges ("partitions").
 2. An exact histogram counts the documents in each partition (a small side input).
@@ -29,6 +30,9 @@ from apache_beam.transforms.stats import ApproximateQuantiles
 from transforms.metrics import counter, stage_clock
 
 NOT_SELECTED = "not_selected"
+# Documents whose key equals the cutoff when more of them share it than are selected
+# (a record that repeats an (id, source)): SettleTies takes the right number.
+_TIES = "ties"
 _LOG = logging.getLogger(__name__)
 
 
@@ -125,6 +129,12 @@ def budget_cutoff(boundary: List[tuple], plan: SelectionPlan):
   return cutoff, dataclasses.replace(plan, k=plan.k + taken, need=taken)
 
 
+def _settle_budget(boundary: List[tuple], draft: SelectionPlan):
+  """(with_ties' cutoff, final plan) of a budget plan's gathered boundary."""
+  cutoff, plan = budget_cutoff(boundary, draft)
+  return with_ties([key for key, _ in boundary], plan, cutoff), plan
+
+
 def cutoff_key(boundary_keys: List, plan: SelectionPlan):
   """The exact key of the k-th document (None when nothing is selected)."""
   if plan.boundary is None:
@@ -135,8 +145,20 @@ def cutoff_key(boundary_keys: List, plan: SelectionPlan):
   return keys[plan.need - 1]
 
 
+def with_ties(boundary_keys: List, plan: SelectionPlan, cutoff) -> Optional[tuple]:
+  """(cutoff key, take, tied): of the boundary's `tied` keys equal to the cutoff, `take`
+  are selected. Keys end with the id and source, so tied > take only when a record repeats
+  an (id, source); k stays exact all the same."""
+  if cutoff is None:
+    return None
+  less = sum(1 for key in boundary_keys if key < cutoff)
+  tied = sum(1 for key in boundary_keys if not key < cutoff and not cutoff < key)
+  return cutoff, plan.need - less, tied
+
+
 class _Split(beam.DoFn):
-  """Routes each document: selected (keyed by partition) or not selected."""
+  """Routes each document: selected (keyed by partition), not selected, or one of more
+  documents tied at the cutoff than are selected (_TIES, settled by _SettleTies)."""
 
   def __init__(self, counter_name: str):
     self._counter_name = counter_name
@@ -147,12 +169,37 @@ class _Split(beam.DoFn):
   def process(self, keyed, bounds, plan: SelectionPlan, cutoff):
     key, doc = keyed
     part = partition_of(key, bounds)
-    if plan.boundary is not None and (
-        part < plan.boundary or (part == plan.boundary and key <= cutoff)):
+    selected = plan.boundary is not None and part <= plan.boundary
+    if selected and part == plan.boundary:
+      cut, take, tied = cutoff
+      selected = key <= cut
+      if selected and take < tied and not key < cut:
+        yield beam.pvalue.TaggedOutput(_TIES, (plan.file_of[part], (key, doc)))
+        return
+    if selected:
       self._counter.inc()
       yield plan.file_of[part], (key, doc)
     else:
       yield beam.pvalue.TaggedOutput(NOT_SELECTED, doc)
+
+
+class _SettleTies(beam.DoFn):
+  """All the documents tied at the cutoff (equal keys: any of them will do) -> `take`
+  selected, the rest not."""
+
+  def __init__(self, counter_name: str):
+    self._counter_name = counter_name
+
+  def process(self, tied: List, cutoff):
+    take = cutoff[1] if cutoff is not None else 0
+    # By content, not arrival order: which copy is kept never depends on the workers.
+    tied = sorted(tied, key=lambda t: (t[1][1].text, repr(sorted(t[1][1].scores.items()))))
+    for i, (file_start, (key, doc)) in enumerate(tied):
+      if i < take:
+        counter(self._counter_name).inc()
+        yield file_start, (key, doc)
+      else:
+        yield beam.pvalue.TaggedOutput(NOT_SELECTED, doc)
 
 
 def _rank_file(element):
@@ -222,14 +269,22 @@ class SelectTopK(beam.PTransform):
     else:
       plan, cutoff = self._count_plan(keys, n, bounds)
     plan_si = beam.pvalue.AsSingleton(plan)
+    cutoff_si = beam.pvalue.AsSingleton(cutoff)
     split = keyed | "Split" >> beam.ParDo(
-        _Split(self._counter_name), bounds, plan_si, beam.pvalue.AsSingleton(cutoff)).with_outputs(
-            NOT_SELECTED, main="selected")
-    out = {"not_selected": split[NOT_SELECTED], "plan": plan}
+        _Split(self._counter_name), bounds, plan_si, cutoff_si).with_outputs(
+            NOT_SELECTED, _TIES, main="selected")
+    ties = (split[_TIES]
+            | "GatherTies" >> beam.combiners.ToList()
+            | "SettleTies" >> beam.ParDo(_SettleTies(self._counter_name), cutoff_si)
+            .with_outputs(NOT_SELECTED, main="selected"))
+    selected = (split.selected, ties.selected) | "WithTies" >> beam.Flatten()
+    out = {"not_selected": (split[NOT_SELECTED], ties[NOT_SELECTED])
+                           | "NotSelectedWithTies" >> beam.Flatten(),
+           "plan": plan}
     if not self._rank:
-      out["selected"] = split.selected | "DropKeys" >> beam.Map(lambda kv: kv[1][1])
+      out["selected"] = selected | "DropKeys" >> beam.Map(lambda kv: kv[1][1])
       return out
-    out["ranked"] = (split.selected
+    out["ranked"] = (selected
                      | "GroupByFile" >> beam.GroupByKey()
                      | "RankFile" >> beam.Map(_rank_file))
     return out
@@ -251,7 +306,8 @@ class SelectTopK(beam.PTransform):
                     lambda key, b, p: p.boundary is not None
                     and partition_of(key, b) == p.boundary, bounds, plan_si)
                 | "GatherBoundary" >> beam.combiners.ToList())
-    return plan, boundary | "Cutoff" >> beam.Map(cutoff_key, plan_si)
+    return plan, boundary | "Cutoff" >> beam.Map(
+        lambda keys, p: with_ties(keys, p, cutoff_key(keys, p)), plan_si)
 
   def _budget_plan(self, keyed, keys, n, bounds):
     """(plan, cutoff) for a weight budget: per-partition (documents, weight), then the
@@ -271,6 +327,6 @@ class SelectTopK(beam.PTransform):
                     lambda kw, b, p: p.boundary is not None
                     and partition_of(kw[0], b) == p.boundary, bounds, draft_si)
                 | "GatherBoundary" >> beam.combiners.ToList())
-               | "Settle" >> beam.Map(budget_cutoff, draft_si))
+               | "Settle" >> beam.Map(_settle_budget, draft_si))
     plan = settled | "FinalPlan" >> beam.Map(lambda cp: cp[1])
     return plan, settled | "Cutoff" >> beam.Map(lambda cp: cp[0])

@@ -9,14 +9,31 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from typing import Optional
 
 import numpy as np
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.npz_files import load_npz
 from transforms.sketch_counts import Sketch
 from transforms.sketch_hashing import Hashes, SketchParams, make_hashes
+
+
+ARRAYS = ("counts", "n", "params", "fingerprint")  # what save_sketch writes
+
+
+def counts_problem(sketch: Sketch) -> Optional[str]:
+  """What is wrong with a sketch's counts (the [rows, buckets] non-negative integers its
+  params describe), or None."""
+  p, counts = sketch.params, sketch.counts
+  if counts.shape != (p.rows, p.buckets) or not np.issubdtype(counts.dtype, np.integer):
+    return (f"its counts are {counts.dtype} {list(counts.shape)}, its params say integers "
+            f"[{p.rows}, {p.buckets}]")
+  if sketch.n < 0 or (counts.size and counts.min() < 0):
+    return "its counts are negative"
+  return None
 
 
 def fingerprint(hashes: Hashes) -> str:
@@ -39,9 +56,12 @@ def load_sketch(path: str, verify: bool = True) -> Sketch:
   """Reads a saved sketch. verify: rebuild the hashes from the seed and check they are the
   ones the sketch was built with (they would differ if numpy changed its RNG streams)."""
   with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-    data = np.load(io.BytesIO(f.read()), allow_pickle=False)
+    data = load_npz(f.read(), path, "sketch.npz", ARRAYS)
     params = SketchParams.from_dict(json.loads(str(data["params"])))
     sketch = Sketch(params, data["counts"], int(data["n"]))
+    problem = counts_problem(sketch)
+    if problem:
+      raise ValueError(f"{path} is not a valid sketch.npz: {problem}")
     if verify and str(data["fingerprint"]) != fingerprint(make_hashes(params)):
       raise ValueError(f"{path}: hashes rebuilt from seed {params.seed} differ from the "
                        "ones the sketch was built with (numpy RNG changed?)")

@@ -8,6 +8,7 @@ tensorflow-text's op tokenizes a batch of texts in one call.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, List, Optional, Sequence
 
 import apache_beam as beam
@@ -25,13 +26,20 @@ class TokenizerError(ValueError):
   """--tokenizer cannot be used (missing, unreadable, not a SentencePiece model)."""
 
 
+def _reason(e: BaseException) -> str:
+  """An error in one short line; TensorFlow's op errors start with the op's internal
+  name ({{function_node ...}}) and end with its node name, neither of use here."""
+  text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", str(e)).strip()
+  text = re.sub(r"\s*\[Op:\w+\].*$", "", text.splitlines()[0] if text else "")
+  return f"{type(e).__name__}: {text[:200]}"
+
+
 def read_model(path: str) -> bytes:
   try:
     with FileSystems.open(path) as f:
       data = f.read(_MAX_MODEL_BYTES + 1)
   except Exception as e:  # pylint: disable=broad-except
-    raise TokenizerError(f"--tokenizer {path} cannot be read: "
-                         f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
+    raise TokenizerError(f"--tokenizer {path} cannot be read: {_reason(e)}") from e
   if len(data) > _MAX_MODEL_BYTES:
     raise TokenizerError(f"--tokenizer {path} is over {_MAX_MODEL_BYTES >> 20} MB: not a "
                          "SentencePiece model file")
@@ -114,7 +122,7 @@ def load_tokenizer(path: str, append_eos: bool = False):
       tokenizer.tokenize(["a check"])
     except Exception as e:  # pylint: disable=broad-except
       raise TokenizerError(f"--tokenizer {hf[0]} is not a Hugging Face tokenizer.json "
-                           f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+                           f"({_reason(e)})") from e
     if append_eos and tokenizer.eos_id is None:
       raise TokenizerError(f"--tokenizer {path}: no eos_token in a tokenizer_config.json "
                            "beside tokenizer.json (or not in its vocabulary); drop "
@@ -126,7 +134,7 @@ def load_tokenizer(path: str, append_eos: bool = False):
     ids = tokenizer.tokenize(["a check"])[0]
   except Exception as e:  # pylint: disable=broad-except
     raise TokenizerError(f"--tokenizer {path} is not a SentencePiece model file "
-                         f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+                         f"({_reason(e)})") from e
   if append_eos and (ids.size == 0 or ids[-1] < 0):
     raise TokenizerError(f"--tokenizer {path} has no end-of-sequence id: drop "
                          "--append_eos or use a model trained with one")

@@ -10,9 +10,6 @@ import io
 import json
 import math
 import numbers
-import os
-import time
-import uuid
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import apache_beam as beam
@@ -21,6 +18,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
+from transforms import output_commit, output_files, output_lock
 from transforms.metrics import SELECTED_TOKENS, counter, stage_clock
 from transforms.records import (INT_SCORE_FEATURES, MISSING_INT, SCORE_FEATURES, TEXT_SCORES,
                                 Document, Rejected, safe_str, score_record, score_row)
@@ -40,6 +38,19 @@ SCORES_FORMATS = ("jsonl", "parquet")
 _ROW_COLUMNS = ("id", "source", "selected", "rank")
 OTHER_SCORES = "other_scores"
 
+
+# Staging and the commit live in output_commit (re-exported: other modules use them here).
+STAGING_ROOT = output_commit.STAGING_ROOT
+SUCCESS_FILE = output_commit.SUCCESS_FILE
+METRICS_FILE = output_commit.METRICS_FILE
+LOCK_FILE = output_lock.LOCK_FILE
+new_run_id = output_commit.new_run_id
+staging_dir = output_commit.staging_dir
+list_files = output_files.list_files
+write_bytes_atomic = output_files.write_bytes_atomic
+write_json_atomic = output_files.write_json_atomic
+delete_tree = output_files.delete_tree
+discard_staging = output_commit.discard_staging
 
 FEATURES_FILE = "features.json"  # selected/features.json: the records' schema
 NUM_TOKENS = "num_tokens"
@@ -313,9 +324,13 @@ class FinalizeOutput(beam.PTransform):
 
     def finalize(_, *values):
       metrics = metrics_fn(*values[:n_side])
+      # metrics.json first: a report that fails (a full disk) never blocks it.
+      write_json_atomic(FileSystems.join(staging, METRICS_FILE), metrics)
       if before_move is not None:
         before_move(staging, metrics)
-      finalize_output(output, staging, metrics, replaces)
+      finalize_output(output, staging, None, replaces)
+      # The launch handed the output's lock to the pipeline: give it back.
+      output_lock.release_for_pipeline(output, staging.rstrip("/").rsplit("/", 1)[-1])
 
     return (pbegin | "Trigger" >> beam.Create([None])
             | "MoveIntoPlace" >> beam.Map(
@@ -425,114 +440,14 @@ class WriteOutputs(beam.PTransform):
     return out
 
 
-# --- Staging and finalising a run ---------------------------------------------------------
-# A run writes everything under OUTPUT/_temporary/RUN_ID/ and moves it into OUTPUT only
-# once the pipeline has succeeded, so a failed or killed rerun never destroys the results
-# of an earlier one, and readers never see a mix of two runs. `_SUCCESS` (the Hadoop /
-# Spark convention) is written last: a directory without it holds no finished run.
-STAGING_ROOT = "_temporary"
-SUCCESS_FILE = "_SUCCESS"
-METRICS_FILE = "metrics.json"
+# --- Staging and committing a run: transforms/output_commit.py ---------------------------
 # Everything a run writes at the top of --output; a successful rerun replaces these.
 OUTPUT_NAMES = (SELECTED_DIR, SCORES_DIR, REJECTED_DIR, METRICS_FILE, SKETCH_FILE,
                 HEAD_FILE, HEAD_FIT_FILE, CLUSTERS_FILE, CLUSTER_STATS_FILE, REPORT_FILE,
                 REPORT_DATA_FILE)
-_MANIFEST = "_manifest.json"
 
 
-def new_run_id() -> str:
-  return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
-
-
-def staging_dir(output: str, run_id: str) -> str:
-  return FileSystems.join(output, STAGING_ROOT, run_id)
-
-
-def list_files(directory: str) -> List[str]:
-  """Every file under `directory` (recursively); [] when it does not exist."""
-  try:
-    found = FileSystems.match([FileSystems.join(directory, "**")])[0].metadata_list
-  except Exception:  # A missing local directory raises on some filesystems.
-    return []
-  return sorted(m.path for m in found if not m.path.endswith("/"))
-
-
-def _relative(path: str, directory: str) -> str:
-  return path[len(directory.rstrip("/")) + 1:]
-
-
-def write_bytes_atomic(path: str, data: bytes) -> None:
-  """Writes under a temporary name, then renames: readers see the old file or the new."""
-  tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-  with FileSystems.create(tmp) as f:
-    f.write(data)
-  FileSystems.rename([tmp], [path])
-
-
-def write_json_atomic(path: str, obj) -> None:
-  write_bytes_atomic(path, json.dumps(obj, indent=2, sort_keys=True).encode("utf-8"))
-
-
-def delete_tree(directory: str) -> None:
-  """Removes a directory and everything under it (local or object store); best effort."""
-  files = list_files(directory)
-  if files:
-    FileSystems.delete(files)
-  if FileSystems.exists(directory):
-    try:
-      FileSystems.delete([directory])
-    except Exception:  # Object stores have no directories to remove.
-      pass
-
-
-def _move(src: str, dst: str) -> None:
-  if "://" not in dst:
-    os.makedirs(os.path.dirname(dst), exist_ok=True)  # A local rename needs the parent.
-  FileSystems.rename([src], [dst])
-
-
-def finalize_output(output: str, staging: str, metrics: Dict[str, Any],
-                    replaces: Sequence[str]) -> None:
-  """Moves a finished run from `staging` into `output`: the earlier run's outputs (the
-  top-level names in `replaces`) that the new run does not write are removed, the new
-  files are moved in with metrics.json last, then `_SUCCESS` is written and the staging
-  directory removed. Safe to call again after a crash part-way (a retried bundle): the
-  list of files to move is fixed in a manifest on the first call."""
-  write_json_atomic(FileSystems.join(staging, METRICS_FILE), metrics)
-  manifest_path = FileSystems.join(staging, _MANIFEST)
-  if FileSystems.exists(manifest_path):
-    with FileSystems.open(manifest_path) as f:
-      moves = json.loads(f.read().decode("utf-8"))
-  else:
-    moves = [_relative(p, staging) for p in list_files(staging)
-             if not p.endswith(_MANIFEST)]
-    # metrics.json last: once it is in place, every other output is.
-    moves.sort(key=lambda rel: (rel == METRICS_FILE, rel))
-    write_json_atomic(manifest_path, moves)
-  success = FileSystems.join(output, SUCCESS_FILE)
-  if FileSystems.exists(success):
-    FileSystems.delete([success])  # From here on the directory is not a finished run.
-  keep = set(moves)
-  stale = []
-  for path in list_files(output):
-    rel = _relative(path, output)
-    if rel.split("/", 1)[0] in replaces and rel not in keep:
-      stale.append(path)
-  if stale:
-    FileSystems.delete(stale)
-  for rel in moves:
-    src = FileSystems.join(staging, rel)
-    if FileSystems.exists(src):
-      _move(src, FileSystems.join(output, rel))
-  write_json_atomic(success, {"run_id": _relative(staging, FileSystems.join(
-      output, STAGING_ROOT)), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                              "files": len(moves)})
-  discard_staging(output, staging)
-
-
-def discard_staging(output: str, staging: str) -> None:
-  """Removes a run's staging directory, and the staging root once no run uses it."""
-  delete_tree(staging)
-  root = FileSystems.join(output, STAGING_ROOT)
-  if not list_files(root):
-    delete_tree(root)
+def finalize_output(output: str, staging: str, metrics: Optional[Dict[str, Any]],
+                    replaces: Sequence[str], step=None) -> None:
+  """Commits a finished run (output_commit.commit): all of it or, on failure, none."""
+  output_commit.commit(output, staging, metrics, replaces, step=step)
