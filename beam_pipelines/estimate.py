@@ -11,7 +11,6 @@ import contextlib
 import itertools
 from typing import Dict, Iterator, List, Optional
 
-from apache_beam.io.filesystems import FileSystems
 
 from models import loading
 from models.ask_llm import PromptEncoder
@@ -29,25 +28,24 @@ ASSUMED_MFU = 0.35
 CPU_TOKENS_PER_SECOND_135M = 500.0
 
 
-def _sample_documents(patterns: List[str], input_format: str, text_field: str,
+def _sample_documents(paths: List[str], input_format: str, text_field: str,
                       limit: int, max_doc_bytes: int) -> Iterator[tuple]:
   """Yields (text, bytes) for the first `limit` valid documents, in file order, read as
-  the job reads them (read_lib.iter_file_records)."""
+  the job reads them (the paths the job's matching found, read_lib.iter_file_records)."""
   seen = 0
-  for result in FileSystems.match(patterns):
-    for meta in sorted(result.metadata_list, key=lambda m: m.path):
-      fmt = read_lib.format_of(meta.path, input_format)
-      file_records = read_lib.iter_file_records(meta.path, fmt, max_doc_bytes)
-      with contextlib.closing(file_records):  # closes the file when the sample is full
-        for raw in file_records:
-          if isinstance(raw, records.Rejected):
-            continue
-          doc = records.parse_record(raw, text_field=text_field, max_doc_bytes=max_doc_bytes)
-          if isinstance(doc, records.Document):
-            yield doc.text, len(raw.payload) + 1
-            seen += 1
-            if seen >= limit:
-              return
+  for path in sorted(paths):
+    fmt = read_lib.format_of(path, input_format)
+    file_records = read_lib.iter_file_records(path, fmt, max_doc_bytes)
+    with contextlib.closing(file_records):  # closes the file when the sample is full
+      for raw in file_records:
+        if isinstance(raw, records.Rejected):
+          continue
+        doc = records.parse_record(raw, text_field=text_field, max_doc_bytes=max_doc_bytes)
+        if isinstance(doc, records.Document):
+          yield doc.text, len(raw.payload) + 1
+          seen += 1
+          if seen >= limit:
+            return
 
 
 def count_parameters(resolved: loading.ResolvedModel) -> Optional[int]:
@@ -70,7 +68,9 @@ def estimate(job) -> Dict:
   config, sample_size = job.scorer, job.estimate_sample
   gpu_tokens_per_second, gpu_price_per_hour = job.gpu_tokens_per_second, job.gpu_price_per_hour
   patterns = list(job.patterns)
-  total_bytes = read_lib.check_inputs(patterns, job.input_format)
+  inputs = read_lib.checked_inputs(patterns, job.input_format)
+  total_bytes = inputs.total_bytes
+  readable = [m.path for m in inputs.matches if not m.reason]
   resolved = loading.resolve_model(config.model, "scorer", config.allow_pickle_weights)
   tokenizer = load_tokenizer(resolved, config.trust_remote_code)
 
@@ -81,7 +81,7 @@ def estimate(job) -> Dict:
 
   docs = tokens = sample_bytes = 0
   for text, nbytes in itertools.islice(
-      _sample_documents(patterns, job.input_format, job.text_field, sample_size,
+      _sample_documents(readable, job.input_format, job.text_field, sample_size,
                         job.max_doc_bytes),
       sample_size):
     docs += 1

@@ -152,7 +152,8 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
     from beam_pipelines import report  # matplotlib, only where the report is drawn
     p | "Finalize" >> write_lib.FinalizeOutput(
         job.output, staging, write_lib.OUTPUT_NAMES, written,
-        run_metrics.PipelineSummary(job, caches, staging),
+        run_metrics.PipelineSummary(job, caches, staging,
+                                    inputs.counts() if inputs is not None else None),
         side_inputs=(total, run_metrics.rejected_by_reason(read["rejected"]),
                      beam.pvalue.AsSingleton(selection["plan"])),
         before_move=report.ReportWriter(job, caches) if job.report else None)

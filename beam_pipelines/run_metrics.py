@@ -185,15 +185,18 @@ class PipelineSummary:
   valid documents, rejected records by reason, the selection plan)."""
 
   def __init__(self, job: JobConfig, caches: Optional[Dict[str, Any]] = None,
-               staging: Optional[str] = None):
+               staging: Optional[str] = None, files: Optional[Dict[str, int]] = None):
     self._job = job
     self._caches = caches or {}
     self._staging = staging
+    self._files = files  # the launch's count of matched input paths
 
   def __call__(self, valid: int, reasons: Dict[str, int], plan) -> Dict[str, Any]:
     counts = {m.VALID: valid, "rejected_by_reason": dict(sorted(reasons.items())),
               m.SELECTED: plan.k}
     counts[m.READ] = valid + sum(reasons.values())
+    if self._files is not None:
+      counts["files"] = dict(self._files)
     clusters = cluster_stats(self._job, self._staging) if self._staging else None
     return metrics_document(
         self._job, counts, cache=caching.cache_metrics(self._job, self._caches),

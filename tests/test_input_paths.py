@@ -61,6 +61,9 @@ def test_overlapping_globs_and_a_link_read_each_file_once(tmp_path):
   m = _run(f"{tmp_path}/in/*.jsonl,{tmp_path}/in/a*,./{os.path.relpath(tmp_path)}/in/b1.jsonl",
            tmp_path / "out", "--keep_count=5", "--report=false")
   assert m["counts"]["read"] == 10 and m["counts"]["selected"] == 5
+  # 5 matches (3 by the first glob, 1 by the second, 1 named) of 3 names, one a link to
+  # another: every matched path is accounted for in metrics.json.
+  assert m["counts"]["files"] == {"matched": 5, "read": 2, "not_read": 0, "duplicate": 3}
 
 
 def test_ordered_sampler_report_survives_a_file_listed_twice(tmp_path, tiny_bert_dir):
