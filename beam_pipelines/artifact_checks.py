@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterator, Optional, Tuple
 
-from beam_pipelines.options import JobConfig, UsageError, one_line, within_timeout
+from beam_pipelines.checks import UsageError, one_line, within_timeout
+from beam_pipelines.config import JobConfig
 from models import loading
 
 

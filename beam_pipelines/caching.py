@@ -9,8 +9,8 @@ from typing import Any, Dict, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipelines.options import (CACHE_DIR, JobConfig, UsageError, make_local_directory,
-                                    one_line)
+from beam_pipelines.checks import UsageError, make_local_directory, one_line
+from beam_pipelines.config import CACHE_DIR, JobConfig
 from models.fingerprint import settings_fingerprint
 from transforms import metrics as m
 from transforms.score_cache import CacheSpec, other_fingerprints, write_settings
@@ -21,14 +21,29 @@ def cache_specs(job: JobConfig) -> Dict[str, CacheSpec]:
   --cache=none. Hashes local model files (their content is part of the fingerprint)."""
   if job.cache is None:
     return {}
-  specs = {}
-  for namespace, config in job.model_stages().items():
-    settings = config.cache_settings()
-    specs[namespace] = CacheSpec(
-        root=job.cache, namespace=namespace, fingerprint=settings_fingerprint(settings),
-        settings=settings, flush_docs=job.cache_flush_docs,
-        flush_seconds=job.cache_flush_seconds)
-  return specs
+  settings = {namespace: config.cache_settings()
+              for namespace, config in job.model_stages().items()}
+  from transforms import signals
+  for name in simple_signals(job):  # a pure function's outputs depend on its version
+    settings[name] = {"signal": name, "version": signals.get(name).version,
+                      "columns": list(signals.codecs()[name].names)}
+  return {namespace: CacheSpec(
+      root=job.cache, namespace=namespace, fingerprint=settings_fingerprint(values),
+      settings=values, flush_docs=job.cache_flush_docs,
+      flush_seconds=job.cache_flush_seconds) for namespace, values in settings.items()}
+
+
+def simple_signals(job: JobConfig):
+  """The job's cached simple signals (a pure function of the document, registry)."""
+  from beam_pipelines.graph import signal_names
+  from transforms import signals
+  return [n for n in signal_names(job)
+          if signals.get(n).per_document is not None and signals.is_cached(n)]
+
+
+def cached_stages(job: JobConfig):
+  """Every stage whose outputs the cache keeps: the models, then simple signals."""
+  return list(job.model_stages()) + simple_signals(job)
 
 
 def _normalized(path: str) -> str:

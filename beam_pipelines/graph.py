@@ -1,8 +1,10 @@
-"""The job's pipeline graph: read -> validate -> score (Ask-LLM, perplexity, embeddings,
-quality head) -> sketch -> density -> select -> rank -> write, built from a JobConfig.
+"""The job's pipeline graph: read -> validate -> the signals (Ask-LLM, perplexity,
+embeddings, quality head, clusters, density, ...) -> select -> rank -> write, built from
+a JobConfig.
 
-Which stages appear is decided by the sampler's needs (beam_pipelines/samplers.py);
-nothing is read and no model is loaded while the graph is built.
+The signals are those the sampler needs (beam_pipelines/samplers.py) and --signals, run
+as the registry orders them (transforms/signals.py); nothing is read and no model is
+loaded while the graph is built.
 """
 from __future__ import annotations
 
@@ -14,39 +16,31 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines import run_metrics
 from beam_pipelines.options import JobConfig
-from beam_pipelines.samplers import CLUSTERS, DENSITY, HEAD, SEMDEDUP
-from transforms import cluster_sampling, kmeans, quality, quality_head, sketch_io
+from beam_pipelines.samplers import ASK_LLM
 from transforms import read as read_lib
-from transforms import records
+from transforms import signal_stages, signals
 from transforms import write as write_lib
-from transforms.density import AttachDensity, BuildSketch, EmbedDocuments
-from transforms.inference import error_field
 from transforms.report_stats import COLUMNS_TAG, SUMMARY_TAG, ReportStatistics
-from transforms.score import ScoreAskLLM, ScorePerplexity
 from transforms.score_cache import CacheSpec
-from transforms.select import SelectTopK, resolve_k
+from transforms.select import SelectTopK
 from transforms.tokenize import CountTokens
-from transforms.write import (CLUSTER_STATS_FILE, CLUSTERS_FILE, HEAD_FILE, HEAD_FIT_FILE,
-                              REPORT_DATA_FILE, SKETCH_FILE, WriteOutputs)
+from transforms.write import REPORT_DATA_FILE, WriteOutputs
+
+
+def signal_names(job: JobConfig) -> List[str]:
+  """The signals this job computes: what its sampler needs (Ask-LLM for the head's
+  teacher fraction only when it fits one), and --signals."""
+  names = [n for n in job.sampler.needs if n != ASK_LLM]
+  if job.runs_ask_llm:
+    names.insert(0, ASK_LLM)
+  names += [n for n in getattr(job, "signals", ()) if n not in names]
+  return [s.name for s in signals.in_order(names)]
 
 
 def score_names(job: JobConfig) -> List[str]:
-  """The scores this job can give a document (the columns of a Parquet scores/)."""
-  names = []
-  if job.runs_ask_llm:
-    names += ["ask_llm_score", "p_yes", "p_no", error_field("ask_llm")]
-  if job.runs_perplexity:
-    names += ["perplexity", "mean_nll", error_field("perplexity")]
-  if job.runs_embeddings:
-    names += [error_field("embeddings")]
-  if job.sampler.uses(HEAD):
-    names += ["quality_score"]
-  if job.sampler.uses(DENSITY):
-    names += ["density", "sampling_weight"]
-  if job.sampler.uses(CLUSTERS):
-    names += [records.CLUSTER, records.CLUSTER_DISTANCE]
-  if job.sampler.uses(SEMDEDUP):
-    names += [records.DUPLICATE_OF]
+  """The scores this job can give a document (the columns of a Parquet scores/), from the
+  registry's declarations of its signals."""
+  names = [c.name for c in signals.columns_of(signal_names(job))]
   if job.tokenizer:
     names += [write_lib.NUM_TOKENS]  # of the selected documents
   return names
@@ -81,49 +75,13 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
   model_args = dict(batch_tokens=job.batch_tokens, large_model=job.large_model,
                     model_copies=job.model_copies, total=total,
                     progress_interval_s=job.progress_interval)
-  hints = {"accelerator": job.inference_accelerator} if job.inference_accelerator else {}
-
-  def on_accelerator(transform):
-    return transform.with_resource_hints(**hints) if hints else transform
-
-  if job.runs_ask_llm:
-    score = on_accelerator(ScoreAskLLM(job.scorer, max_batch_size=job.max_batch_size,
-                                       cache=caches.get("ask_llm"), **model_args))
-    if job.sampler.uses(HEAD):
-      # Only the teacher fraction pays for Ask-LLM; the head scores everything.
-      seed, fraction = job.seed, job.teacher_fraction
-      teacher, others = docs | "ChooseTeacher" >> beam.Partition(
-          lambda d, _: 0 if quality.in_teacher_fraction(seed, d.id, fraction) else 1, 2)
-      docs = (teacher | "ScoreAskLLM" >> score, others) | "MergeTeacher" >> beam.Flatten()
-    else:
-      docs = docs | "ScoreAskLLM" >> score
-  if job.runs_perplexity:
-    docs = docs | "ScorePerplexity" >> on_accelerator(ScorePerplexity(
-        job.perplexity, max_batch_size=job.max_batch_size, cache=caches.get("perplexity"),
-        **model_args))
-  unembedded = None
-  if job.runs_embeddings:
-    docs = docs | "Embed" >> on_accelerator(EmbedDocuments(
-        job.embedding, cache=caches.get("embeddings"), **model_args))
-    # A document the embedding model failed on skips the head and the sketch and is
-    # ranked last (its score row says why).
-    docs, unembedded = docs | "SplitUnembedded" >> beam.Partition(
-        lambda d, _: 0 if d.embedding is not None else 1, 2)
-  if job.sampler.uses(HEAD):
-    docs = _quality_head(p, job, docs, staging, written)
-  if job.sampler.uses(CLUSTERS):
-    docs = _clusters(p, job, docs, total, staging, written)
-  if job.sampler.uses(DENSITY):
-    if job.sketch_from:
-      sketch = (p | "SketchPath" >> beam.Create([job.sketch_from])
-                | "LoadSketch" >> beam.Map(sketch_io.load_sketch))
-    else:
-      sketch = docs | "BuildSketch" >> BuildSketch(job.sketch)
-      written.append(sketch | "SaveSketch" >> beam.Map(
-          sketch_io.save_sketch, FileSystems.join(staging, SKETCH_FILE)))
-    docs = docs | "AttachDensity" >> AttachDensity(sketch, seed=job.seed)
-  if unembedded is not None:
-    docs = (docs, unembedded) | "MergeUnembedded" >> beam.Flatten()
+  ctx = signal_stages.StageContext(
+      p=p, job=job, signals=signal_names(job), caches=caches, model_args=model_args,
+      total=total, staging=staging, written=written, accelerator=job.inference_accelerator)
+  for signal in signals.in_order(ctx.signals):  # each after the signals it reads
+    docs = signal_stages.stage_of(signal)(ctx, docs)
+  if ctx.unembedded is not None:
+    docs = (docs, ctx.unembedded) | "MergeUnembedded" >> beam.Flatten()
 
   if job.keep_tokens:
     docs = docs | "CountTokens" >> CountTokens(job.tokenizer, job.append_eos)
@@ -171,81 +129,6 @@ def _report_statistics(job: JobConfig) -> ReportStatistics:
       job.sampler.order_key(job.seed) if job.sampler.order_name else None,
       job.sampler.ranked_by, job.sampler.higher_is_better,
       order_name=job.sampler.order_name)
-
-
-def _quality_head(p, job: JobConfig, docs, staging: str, written: list):
-  """Fits the head on the teacher set (or loads a saved one) and applies it."""
-  model_name = job.embedding_name()
-  teacher_of = quality.teacher_value_fn(job.teacher_field)
-  if job.quality_head:
-    head = (p | "HeadPath" >> beam.Create([job.quality_head])
-            | "LoadHead" >> beam.Map(quality_head.load_head, model_name))
-  else:
-    head = docs | "FitQualityHead" >> quality.FitQualityHead(
-        teacher_of, job.seed, job.head_l2, model_name,
-        job.teacher_field or f"ask_llm_score on --teacher_fraction={job.teacher_fraction}",
-        job.embedding.max_tokens)
-    written.append(head | "SaveHead" >> beam.Map(
-        quality_head.save_head, FileSystems.join(staging, HEAD_FILE)))
-  docs = docs | "ApplyQualityHead" >> quality.ApplyQualityHead(
-      head, keep_embeddings=job.sampler.uses(DENSITY) or job.sampler.uses(CLUSTERS))
-  if not job.quality_head:
-    written.append(docs | "ReportHeadFit" >> quality.ReportHeadFit(
-        teacher_of, job.seed, FileSystems.join(staging, HEAD_FIT_FILE)))
-  return docs
-
-
-def _clusters(p, job: JobConfig, docs, total, staging: str, written: list):
-  """k-means (or saved centroids) -> every document's cluster; then SemDeDup or the
-  cluster quotas when the sampler needs them. Writes clusters.npz and clusters.json."""
-  model_name = job.embedding_name()
-  if job.clusters_from:
-    centroids = (p | "ClustersPath" >> beam.Create([job.clusters_from])
-                 | "LoadClusters" >> beam.Map(lambda path: kmeans.load_clusters(
-                     path, model_name)[0]))
-  else:
-    fraction, count = job.keep_fraction, job.keep_count
-    # With --keep_tokens the number kept is not known in documents: the auto rule is
-    # given the whole corpus.
-    keep = beam.pvalue.AsSingleton(
-        p | "KeepSeed" >> beam.Create([None])
-        | "Keep" >> beam.Map(lambda _, n: resolve_k(n, fraction, count)
-                             if fraction or count else n, total))
-    centroids = docs | "FitKMeans" >> kmeans.FitKMeans(
-        job.num_clusters, job.kmeans_iterations, job.kmeans_sample, job.seed,
-        documents=total, keep=keep)
-    params = {"num_clusters": job.num_clusters or "auto",
-              "iterations": job.kmeans_iterations, "sample": job.kmeans_sample,
-              "seed": job.seed, "embedding_model": model_name,
-              "embedding_max_tokens": job.embedding.max_tokens}
-    written.append(centroids | "SaveClusters" >> beam.Map(
-        kmeans.save_clusters, params, FileSystems.join(staging, CLUSTERS_FILE)))
-  docs = docs | "AssignClusters" >> kmeans.AssignClusters(
-      centroids, keep_embeddings=job.sampler.uses(SEMDEDUP) or job.sampler.uses(DENSITY))
-  sizes = cluster_sampling.cluster_sizes(docs)
-  plan = None
-  if job.sampler.uses(SEMDEDUP):
-    docs = docs | "SemDeDup" >> cluster_sampling.SemDeDup(
-        job.semdedup_eps, job.semdedup_max_group, job.seed, sizes)
-  if job.sampler.quota_key is not None:
-    quota = docs | "ClusterQuota" >> cluster_sampling.ClusterQuota(
-        job.sampler.quota_key(job.seed), sizes, total, job.keep_fraction, job.keep_count,
-        job.seed)
-    docs, plan = quota["documents"], beam.pvalue.AsSingleton(quota["plan"])
-  path = FileSystems.join(staging, CLUSTER_STATS_FILE)
-  source = job.clusters_from
-
-  def stats(sizes, centroids, plan=None):
-    out = {**kmeans.size_summary(sizes, len(centroids)), "clusters_from": source}
-    if plan is not None:
-      out["balanced"] = plan.summary()
-    return out
-
-  args = (beam.pvalue.AsSingleton(centroids),) + ((plan,) if plan is not None else ())
-  written.append(sizes | "ClusterStats" >> beam.Map(stats, *args)
-                 | "WriteClusterStats" >> beam.Map(
-                     lambda s: write_lib.write_json_atomic(path, s)))
-  return docs
 
 
 def _num_tokens(doc) -> int:

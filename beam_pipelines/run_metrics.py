@@ -99,7 +99,7 @@ def from_runner(result, job: JobConfig, staging: str, wall_s: float,
   # Per model stage: documents taken from the score cache and documents the model ran
   # on; they add up to the documents the stage needed.
   for name, prefix in (("from_cache", m.FROM_CACHE_PREFIX), ("inferred", m.INFERRED_PREFIX)):
-    counts[name] = {ns: counters.get(prefix + ns, 0) for ns in job.model_stages()}
+    counts[name] = {ns: counters.get(prefix + ns, 0) for ns in caching.cached_stages(job)}
   extra = {"cache": caching.cache_metrics(job, caches or {}, counters)}
 
   fit_path = FileSystems.join(staging, HEAD_FIT_FILE)

@@ -15,7 +15,7 @@ import logging
 import os
 from typing import Any, Dict, Optional
 
-from models import loading
+from models import loading, storage
 
 _LOG = logging.getLogger(__name__)
 _CHUNK = 8 << 20
@@ -53,18 +53,17 @@ def _directory_files(directory: str) -> Dict[str, str]:
 def _gcs_files(uri: str) -> Dict[str, str]:
   """{relative path: size and checksum} of a gs:// model, from object metadata (nothing
   is downloaded)."""
-  from apache_beam.io.filesystems import FileSystems
   if uri.endswith(".gguf"):
-    found = FileSystems.match([uri])[0].metadata_list
+    found = storage.match(uri)
     base = uri.rsplit("/", 1)[0]
   else:
     base = uri.rstrip("/")
-    found = FileSystems.match([base + "/**"])[0].metadata_list
+    found = storage.match(base + "/**")
   files = {}
   for m in found:
     if m.path.endswith("/"):
       continue
-    files[m.path[len(base) + 1:]] = f"{m.size_in_bytes}:{FileSystems.checksum(m.path)}"
+    files[m.path[len(base) + 1:]] = f"{m.size_in_bytes}:{storage.checksum(m.path)}"
   if not files:
     raise loading.ModelNotFoundError(f"model path {uri!r} holds no files")
   return files

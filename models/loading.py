@@ -16,6 +16,8 @@ import tempfile
 import threading
 from typing import Optional
 
+from models import storage
+
 _LOG = logging.getLogger(__name__)
 
 DEFAULT = "default"
@@ -139,11 +141,9 @@ _COPY_LOCK = threading.Lock()
 def copy_from_gcs(uri: str, cache_dir: Optional[str] = None) -> str:
   """Copies a gs:// model directory (or one .gguf file) to local disk once per process.
 
-  Beam's FileSystems is used so that every scheme Beam knows works, and tests can serve
-  the GCS API from a local emulator.
+  Through models/storage.py (Beam's FileSystems), so that every scheme Beam knows works,
+  and tests can serve the GCS API from a local emulator.
   """
-  from apache_beam.io.filesystems import FileSystems
-
   cache_dir = cache_dir or os.path.join(tempfile.gettempdir(), "askllm_select_models")
   key = hashlib.sha256(uri.encode()).hexdigest()[:16]
   local = os.path.join(cache_dir, key)
@@ -153,10 +153,10 @@ def copy_from_gcs(uri: str, cache_dir: Optional[str] = None) -> str:
       return local
     base = uri.rstrip("/")
     if base.endswith(".gguf"):
-      files = [m.path for m in FileSystems.match([base])[0].metadata_list]
+      files = [m.path for m in storage.match(base)]
       base = base.rsplit("/", 1)[0]
     else:
-      files = [m.path for m in FileSystems.match([base + "/**"])[0].metadata_list]
+      files = [m.path for m in storage.match(base + "/**")]
     if not files:
       raise ModelNotFoundError(f"no files found under {uri}")
     wanted = [f for f in files if f.endswith(COPY_SUFFIXES)]
@@ -173,7 +173,7 @@ def copy_from_gcs(uri: str, cache_dir: Optional[str] = None) -> str:
       rel = f[len(base) + 1:]
       dest = os.path.join(tmp, rel)
       os.makedirs(os.path.dirname(dest), exist_ok=True)
-      with FileSystems.open(f) as src, open(dest, "wb") as out:
+      with storage.open_file(f) as src, open(dest, "wb") as out:
         while True:
           chunk = src.read(16 << 20)
           if not chunk:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 
+from models import storage
+
 PAPER = """###
 {text}
 ###
@@ -117,10 +119,9 @@ MAX_PROMPT_FILE_BYTES = 64 * 1024
 def resolve_prompt(spec: str) -> str:
   """--prompt: a name from PROMPTS, or @FILE (local or gs://) holding a template."""
   if spec.startswith("@"):
-    from apache_beam.io.filesystems import FileSystems
     path = spec[1:]
     try:
-      with FileSystems.open(path) as f:
+      with storage.open_file(path) as f:
         data = f.read(MAX_PROMPT_FILE_BYTES + 1)  # bounded: @/dev/zero must not hang
       if len(data) > MAX_PROMPT_FILE_BYTES:
         raise ValueError(f"it is over {MAX_PROMPT_FILE_BYTES:,} bytes")

@@ -33,6 +33,8 @@ _BUCKET = r"[a-z0-9][-_.a-z0-9]*[a-z0-9]"
 _GCS_OBJECT = rf"gs://{_BUCKET}/[^,]+"
 from beam_pipelines.options import OUTPUT_FORMATS  # noqa: E402  (after the path set-up)
 _FORMAT = "(" + "|".join(OUTPUT_FORMATS) + ")"
+from transforms.signals import REGISTRY  # noqa: E402
+_SIGNAL = "(" + "|".join(REGISTRY) + ")"
 
 # Regexes by kind of option. Template parameters arrive as strings; these are at least as
 # strict as the job's own parsing, and stricter where a template run needs it (paths
@@ -55,6 +57,7 @@ REGEXES: Dict[str, str] = {
     "float": r"^-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?$",
     "csv": r"^[^,]+(,[^,]+)*$",
     "output_formats": rf"^{_FORMAT}(,{_FORMAT})*$",
+    "signals": rf"^{_SIGNAL}(,{_SIGNAL})*$",
 }
 
 # Options whose kind follows from their meaning rather than their argparse type.
@@ -66,6 +69,7 @@ NAME_KINDS = {
     "quality_head": "head",
     "tokenizer": "gcs_path",
     "output_format": "output_formats",
+    "signals": "signals",
 }
 # Words a numeric option may accept besides numbers (e.g. --bucket_width=auto).
 _WORDS = ("auto", "none", "default", "all")

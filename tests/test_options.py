@@ -1,11 +1,11 @@
-"""Option checks before the run (beam_pipelines/options.py): each bad option is one
+"""Option checks before the run (beam_pipelines/checks.py): each bad option is one
 `error:` line and exit code 2, before any model is loaded or anything is written."""
 import os
 import socket
 
 import pytest
 
-from beam_pipelines import options as job_options
+from beam_pipelines import checks
 from tests.test_run_safety import _docs, _main_error
 
 
@@ -49,7 +49,7 @@ def test_unreachable_gcs_fails_fast_with_a_hint(tmp_path, monkeypatch, capsys):
   # A GCS endpoint where nothing listens: the client retries for minutes; the check
   # gives up after its timeout and says what to check.
   monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{_closed_port()}")
-  monkeypatch.setattr(job_options, "REMOTE_CHECK_TIMEOUT_S", 3.0)
+  monkeypatch.setattr(checks, "REMOTE_CHECK_TIMEOUT_S", 3.0)
   _docs(str(tmp_path / "in"))
   err = _main_error([f"--input={tmp_path}/in/*.jsonl", "--output=gs://nobucket/out",
                      "--sampler=random"], capsys)

@@ -12,7 +12,8 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import BeamAssertException, assert_that
 
 from tests.sketch_helpers import FAMILIES, HYP, emb, params
-from transforms import sketch_counts, sketch_hashing
+# The block sizes are globals of the pure modules, where the loops that read them live.
+from transforms.algorithms import sketch_counts as pure_counts, sketch_hashing as pure_hashing
 from transforms.sketch_counts import (DensitySketchCombineFn, SketchAccumulator,
                                       SketchAccumulatorCoder, density, new_counts, sketch_add,
                                       sketch_from_embeddings, sketch_merge)
@@ -37,9 +38,9 @@ def test_counts_and_density_equal_brute_force(monkeypatch, family, n, seed, chun
                                               small_blocks):
   # buckets=5000: few ids per cell, counted by sorting; small blocks: every row block,
   # projection block and count sub-block loop runs many times
-  for module, name, small, big in ((sketch_counts, "_BIN_BLOCK", 20, 1 << 20),
-                                   (sketch_hashing, "_PROJ_BLOCK", 64, 1 << 21),
-                                   (sketch_hashing, "_KEY_BLOCK", 16, 1 << 19)):
+  for module, name, small, big in ((pure_counts, "_BIN_BLOCK", 20, 1 << 20),
+                                   (pure_hashing, "_PROJ_BLOCK", 64, 1 << 21),
+                                   (pure_hashing, "_KEY_BLOCK", 16, 1 << 19)):
     monkeypatch.setattr(module, name, small if small_blocks else big)
   p = params(buckets=buckets, family=family)
   hashes = make_hashes(p)

@@ -141,6 +141,7 @@ KIND_EXAMPLES = {
     "csv": (["yes,Yes", "yes"], [",yes", "yes,,Yes", ""]),
     "output_formats": (["tfrecord", "parquet,jsonl", "tfrecord,parquet,jsonl"],
                        ["csv", "tfrecord,", "tfrecord,,parquet", ""]),
+    "signals": (["perplexity", "perplexity,density"], ["nope", "perplexity,", ""]),
 }
 
 

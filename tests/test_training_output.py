@@ -16,7 +16,7 @@ from beam_pipelines.options import JobConfig, parse_args
 from tests.test_run_safety import _main_error
 from tests.test_select_data import read_jsonl
 from transforms import write
-from transforms.records import INT_SCORE_FEATURES, TEXT_SCORES
+from transforms import signals
 
 _WORDS = ("river stone cloud light tree wind history science water energy market city "
           "school health music the a of and to in is was").split()
@@ -89,8 +89,10 @@ def test_every_score_the_job_computes_is_a_feature():
     args, _ = parse_args(["--input=x", "--output=y", f"--sampler={name}",
                           *(["--teacher_fraction=0.1"] if "quality_head" in name else [])])
     names = graph.score_names(JobConfig.from_args(args))
-    numeric = {n for n in names if not n.endswith("_error") and n not in TEXT_SCORES}
-    assert numeric <= set(write.SCORE_FEATURES + INT_SCORE_FEATURES), name
+    numeric = {n for n in names if not n.endswith("_error")
+               and n not in signals.text_columns()}
+    assert numeric <= set(signals.feature_names(signals.FLOAT)
+                          + signals.feature_names(signals.INT)), name
 
 
 def test_tokenizer_targets_are_sentencepieces_own(tmp_path, spm_model):

@@ -1,27 +1,29 @@
 """Density (coverage) transforms: embed, build the LSH sketch (a CombineFn), score every
 document against it (a side input), and turn density into sampling keys.
 
-The pure parts live in transforms/sketch_hashing.py (hashes, buckets), sketch_counts.py
-(counting, the CombineFn) and sampling.py (deterministic keys); this module is the Beam edge.
+The pure parts live in transforms/algorithms/: sketch_hashing.py (hashes, buckets),
+sketch_counts.py (counting), density.py (the parameters from a sample, density and weight)
+and sampling.py (deterministic keys); the sketch's CombineFn is in transforms/
+sketch_counts.py. This module is the Beam edge.
 """
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Optional
 
 import apache_beam as beam
 import numpy as np
 
 from models.embeddings import EmbeddingConfig
-from transforms import sketch_counts, sketch_hashing
+from transforms import sketch_counts
+from transforms.algorithms import sketch_hashing
+from transforms.algorithms.density import _params_from_sample, density_and_weight
+from transforms.algorithms.sampling import uniform_from_id
+from transforms.algorithms.sketch_hashing import SketchOptions
 from transforms.inference import EmbeddingModelHandler
 from transforms.metrics import stage_clock
-from transforms.sampling import ips_weight, uniform_from_id
 from transforms.score import ScoreDocuments
-from transforms.sketch_hashing import SketchOptions
 
-_LOG = logging.getLogger(__name__)
 # Documents per vectorised density/key computation.
 _DENSITY_BATCH = 1024
 
@@ -90,18 +92,6 @@ def _embeddings_batch(docs):
   return np.stack([d.embedding for d in docs]).astype(np.float32, copy=False)
 
 
-def _params_from_sample(sample, options: SketchOptions) -> sketch_hashing.SketchParams:
-  emb = np.stack(sample).astype(np.float32)
-  width = options.bucket_width
-  if width is None:
-    width = sketch_hashing.auto_bucket_width(emb, options.hashes_per_row, seed=options.seed)
-    _LOG.info("auto bucket width %.4f from %d sampled embeddings", width, emb.shape[0])
-  return sketch_hashing.SketchParams(
-      dim=emb.shape[1], rows=options.rows, buckets=options.buckets,
-      hashes_per_row=options.hashes_per_row, bucket_width=float(width), seed=options.seed,
-      groups=options.resolved_groups())
-
-
 class BuildSketch(beam.PTransform):
   """Documents with embeddings -> one Sketch (a singleton PCollection).
 
@@ -133,17 +123,6 @@ class BuildSketch(beam.PTransform):
                | "StackEmbeddings" >> beam.Map(_embeddings_batch))
     return batches | "SumCounts" >> beam.CombineGlobally(
         _SketchWithParamsFromSideInput(), beam.pvalue.AsSingleton(params))
-
-
-def density_and_weight(emb: np.ndarray, sketch: sketch_counts.Sketch, hashes=None):
-  """The job's `density` and `sampling_weight` of [N, dim] embeddings.
-
-  Debiased: at scale n/B is large and chance bucket collisions drown a sharp kernel
-  (near-copy share 0.40 raw vs 0.14 debiased at n/B = 47, benchmarks/density_selection.py).
-  Every document scores at least 1 (itself), which also bounds the weight of a document
-  scored against a loaded sketch that does not contain it."""
-  dens = np.maximum(sketch_counts.density(emb, sketch, hashes, debias=True), 1.0)
-  return dens, ips_weight(dens, min_density=1.0)
 
 
 class _AttachDensity(beam.DoFn):

@@ -31,7 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms import metrics
 from transforms.records import Document
-from transforms.write import write_bytes_atomic, write_json_atomic
+from transforms.output_files import write_bytes_atomic, write_json_atomic
 
 _LOG = logging.getLogger(__name__)
 
@@ -206,7 +206,52 @@ class EmbeddingCodec(Codec):
       yield key, (vec.astype(np.float32) if valid_embedding(vec) else None)
 
 
-CODECS = {c.namespace: c for c in (AskLLMCodec(), PerplexityCodec(), EmbeddingCodec())}
+class ColumnsCodec(Codec):
+  """A simple signal's outputs (transforms/signals.py): its float columns, as they are."""
+
+  def __init__(self, namespace: str, names):
+    self.namespace, self.names = namespace, tuple(names)
+
+  def row(self, doc):
+    values = [doc.scores.get(n) for n in self.names]
+    if any(v is None or isinstance(v, bool) for v in values):
+      return None
+    return tuple(float(v) for v in values)
+
+  def table(self, keys, rows):
+    import pyarrow as pa
+    columns = {KEY: pa.array(keys, pa.binary(KEY_BYTES))}
+    for i, name in enumerate(self.names):
+      columns[name] = pa.array([r[i] for r in rows], pa.float64())
+    return pa.table(columns)
+
+  def rows(self, table):
+    keys = _keys(table)
+    for key, values in zip(keys, zip(*_float_columns(table, self.names))):
+      yield key, tuple(float(v) for v in values)
+
+  def attach(self, doc, row):
+    return doc.with_scores(**dict(zip(self.names, row)))
+
+
+def codec_of(namespace: str) -> Codec:
+  """The cache codec of a signal (declared in the registry, transforms/signals.py)."""
+  from transforms import signals
+  return signals.codecs()[namespace]
+
+
+class _Codecs:
+  """CODECS[namespace], read from the registry when used (a signal may be added later)."""
+
+  def __getitem__(self, namespace):
+    return codec_of(namespace)
+
+  def __contains__(self, namespace):
+    from transforms import signals
+    return namespace in signals.codecs()
+
+
+CODECS = _Codecs()
 
 
 def table_bytes(table) -> bytes:

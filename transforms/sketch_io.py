@@ -16,9 +16,9 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.algorithms.sketch_counts import Sketch
+from transforms.algorithms.sketch_hashing import Hashes, SketchParams, make_hashes
 from transforms.npz_files import load_npz
-from transforms.sketch_counts import Sketch
-from transforms.sketch_hashing import Hashes, SketchParams, make_hashes
 
 
 ARRAYS = ("counts", "n", "params", "fingerprint")  # what save_sketch writes

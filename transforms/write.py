@@ -1,49 +1,32 @@
-"""Writing outputs: ranked TFRecords, scores (JSON Lines or Parquet), rejected JSON Lines.
+"""Writing outputs: ranked selected/ partitions, scores/ (JSON Lines or Parquet) and
+rejected/ (JSON Lines), as Beam steps; the FinalizeOutput step of launches that do not
+wait. The names of the outputs are output_layout's, the record formats output_formats',
+the staging and the commit output_commit's (all re-exported here for the modules that
+use them through this one).
 
 `WriteToTFRecord` does not keep record order, so each ranked partition is written as one
 file by a DoFn, named by its rank range: file order then record order is rank order.
 """
 from __future__ import annotations
 
-import gzip
-import io
-import json
-import math
-import numbers
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
-import pyarrow as pa
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.tfrecordio import _TFRecordUtil
 
 from transforms import output_commit, output_files, output_lock
 from transforms.metrics import SELECTED_TOKENS, counter, stage_clock
-from transforms.records import (INT_SCORE_FEATURES, MISSING_INT, SCORE_FEATURES, TEXT_SCORES,
-                                Document, Rejected, safe_str, score_record, score_row)
+from transforms.output_formats import (  # noqa: F401  (re-exported)
+    NUM_TOKENS, OTHER_SCORES, OUTPUT_FORMATS, SCORES_FORMATS, SELECTED_FORMATS, TARGETS,
+    encode_partition, features_spec, int_score, is_text_column, kept_field_text,
+    parquet_row, partition_file_name, scores_schema, selected_row, selected_schema,
+    tf_example)
+from transforms.output_layout import (  # noqa: F401  (re-exported)
+    CLUSTER_STATS_FILE, CLUSTERS_FILE, FEATURES_FILE, HEAD_FILE, HEAD_FIT_FILE, LOCK_FILE,
+    METRICS_FILE, OUTPUT_NAMES, REJECTED_DIR, REPORT_DATA_FILE, REPORT_FILE, SCORES_DIR,
+    SELECTED_DIR, SKETCH_FILE, STAGING_ROOT, SUCCESS_FILE)
+from transforms.records import Document, Rejected, score_record, score_row
 
-SELECTED_DIR = "selected"
-SCORES_DIR = "scores"
-REJECTED_DIR = "rejected"
-SKETCH_FILE = "sketch.npz"
-HEAD_FILE = "quality_head.npz"
-HEAD_FIT_FILE = "quality_head_fit.json"
-CLUSTERS_FILE = "clusters.npz"          # the k-means centroids (--clusters_from reads it)
-CLUSTER_STATS_FILE = "clusters.json"    # cluster sizes and the balanced cap
-REPORT_FILE = "report.html"
-REPORT_DATA_FILE = "report.json"
-SCORES_FORMATS = ("jsonl", "parquet")
-# The columns of a Parquet scores/ that are not a score of the schema.
-_ROW_COLUMNS = ("id", "source", "selected", "rank")
-OTHER_SCORES = "other_scores"
-
-
-# Staging and the commit live in output_commit (re-exported: other modules use them here).
-STAGING_ROOT = output_commit.STAGING_ROOT
-SUCCESS_FILE = output_commit.SUCCESS_FILE
-METRICS_FILE = output_commit.METRICS_FILE
-LOCK_FILE = output_lock.LOCK_FILE
 new_run_id = output_commit.new_run_id
 staging_dir = output_commit.staging_dir
 list_files = output_files.list_files
@@ -51,140 +34,6 @@ write_bytes_atomic = output_files.write_bytes_atomic
 write_json_atomic = output_files.write_json_atomic
 delete_tree = output_files.delete_tree
 discard_staging = output_commit.discard_staging
-
-FEATURES_FILE = "features.json"  # selected/features.json: the records' schema
-NUM_TOKENS = "num_tokens"
-TARGETS = "targets"
-
-
-def kept_field_text(value) -> str:
-  """A --keep_fields value as text: a string as it is, anything else as JSON text, a
-  missing field as the empty string."""
-  if value is None:
-    return ""
-  if isinstance(value, str):
-    return safe_str(value)
-  return safe_str(json.dumps(value, ensure_ascii=False, default=str))
-
-
-def int_score(doc: Document, name: str) -> int:
-  """An integer score (e.g. the cluster), MISSING_INT where the run did not compute it."""
-  value = doc.scores.get(name)
-  ok = isinstance(value, int) and not isinstance(value, bool)
-  return int(value) if ok else MISSING_INT
-
-
-def tf_example(doc: Document, rank: int, tokens=None) -> bytes:
-  """A tf.train.Example: id, text (bytes), rank (int64), every score of SCORE_FEATURES
-  (float; NaN when not computed), the --keep_fields (bytes, kept_field_text), and with
-  `tokens`, targets (int64 list) and num_tokens."""
-  import tensorflow as tf
-
-  def floats(v):
-    return tf.train.Feature(float_list=tf.train.FloatList(value=[v]))
-
-  def ints(values):
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
-  feature = {
-      "id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[doc.id.encode("utf-8")])),
-      "text": tf.train.Feature(bytes_list=tf.train.BytesList(
-          value=[doc.text.encode("utf-8")])),
-      "rank": ints([rank]),
-  }
-  for name in SCORE_FEATURES:
-    value = doc.scores.get(name)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    feature[name] = floats(float(value) if ok else float("nan"))
-  for name in INT_SCORE_FEATURES:
-    feature[name] = ints([int_score(doc, name)])
-  for name, value in doc.extra.items():
-    feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(
-        value=[kept_field_text(value).encode("utf-8")]))
-  if tokens is not None:
-    feature[TARGETS] = ints(tokens)
-    feature[NUM_TOKENS] = ints([len(tokens)])
-  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-
-def features_spec(tokenized: bool, kept_fields: Sequence[str] = ()) -> Dict[str, Dict[str, Any]]:
-  """selected/features.json: each feature's type and shape ([] a scalar, [null] a
-  variable-length list), as tf.io parsing specs need them."""
-  spec = {"id": {"dtype": "string", "shape": []}, "text": {"dtype": "string", "shape": []},
-          "rank": {"dtype": "int64", "shape": []}}
-  for name in SCORE_FEATURES:
-    spec[name] = {"dtype": "float32", "shape": [], "missing": "NaN"}
-  for name in INT_SCORE_FEATURES:
-    spec[name] = {"dtype": "int64", "shape": [], "missing": MISSING_INT}
-  for name in kept_fields:
-    spec[name] = {"dtype": "string", "shape": [], "missing": "",
-                  "encoding": "strings as they are, other values as JSON text"}
-  if tokenized:
-    spec[TARGETS] = {"dtype": "int64", "shape": [None]}
-    spec[NUM_TOKENS] = {"dtype": "int64", "shape": []}
-  return spec
-
-
-# --output_format: the formats of selected/, each ranked the same way (options.py
-# declares the same names for the parser; tests/test_training_output.py checks them).
-OUTPUT_FORMATS = ("tfrecord", "parquet", "jsonl")
-_SUFFIXES = {"tfrecord": ".tfrecord", "parquet": ".parquet", "jsonl": ".jsonl.gz"}
-
-
-def partition_file_name(start: int, count: int, fmt: str = "tfrecord") -> str:
-  # Zero-padded so that lexicographic file order is rank order.
-  return f"ranks-{start:012d}-{start + count - 1:012d}{_SUFFIXES[fmt]}"
-
-
-def selected_row(doc: Document, rank: int, tokens=None) -> Dict[str, Any]:
-  """A selected record for Parquet and JSON Lines: the TFRecord's features with the
-  same values (a score not computed is null; kept fields as kept_field_text)."""
-  row = {"id": safe_str(doc.id), "text": safe_str(doc.text), "rank": rank}
-  for name in SCORE_FEATURES:
-    value = doc.scores.get(name)
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value))
-    row[name] = float(value) if ok else None
-  for name in INT_SCORE_FEATURES:
-    value = int_score(doc, name)
-    row[name] = None if value == MISSING_INT else value
-  for name, value in doc.extra.items():
-    row[name] = kept_field_text(value)
-  if tokens is not None:
-    row[TARGETS] = [int(t) for t in tokens]
-    row[NUM_TOKENS] = len(tokens)
-  return row
-
-
-def selected_schema(kept_fields: Sequence[str] = (), tokenized: bool = False) -> pa.Schema:
-  """The Parquet schema of selected/ (the same columns as features_spec)."""
-  fields = [pa.field("id", pa.string(), nullable=False),
-            pa.field("text", pa.string(), nullable=False),
-            pa.field("rank", pa.int64(), nullable=False)]
-  fields += [pa.field(name, pa.float64()) for name in SCORE_FEATURES]
-  fields += [pa.field(name, pa.int64()) for name in INT_SCORE_FEATURES]
-  fields += [pa.field(name, pa.string()) for name in kept_fields]
-  if tokenized:
-    fields += [pa.field(TARGETS, pa.list_(pa.int64())), pa.field(NUM_TOKENS, pa.int64())]
-  return pa.schema(fields)
-
-
-def _encode_partition(fmt: str, rows, kept_fields, tokenized) -> bytes:
-  """One partition's file in `fmt`, records in rank order. rows: (doc, rank, tokens)."""
-  if fmt == "tfrecord":
-    out = io.BytesIO()
-    for doc, rank, ids in rows:
-      _TFRecordUtil.write_record(out, tf_example(doc, rank, ids))
-    return out.getvalue()
-  records = [selected_row(doc, rank, ids) for doc, rank, ids in rows]
-  if fmt == "parquet":
-    out = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(records, schema=selected_schema(kept_fields,
-                                                                         tokenized)),
-                   out, compression="snappy")
-    return out.getvalue()
-  lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-  return gzip.compress(lines.encode("utf-8"), mtime=0)
 
 
 class _WritePartition(beam.DoFn):
@@ -218,7 +67,7 @@ class _WritePartition(beam.DoFn):
               else self._tokenizer.tokenize([doc.text for _, doc in ranked]))
     rows = [(doc, rank, ids) for (rank, doc), ids in zip(ranked, tokens)]
     for fmt in self._formats:
-      data = _encode_partition(fmt, rows, self._kept, self._tokenizer is not None)
+      data = encode_partition(fmt, rows, self._kept, self._tokenizer is not None)
       final = FileSystems.join(self._dir, partition_file_name(start, len(ranked), fmt))
       if FileSystems.exists(final):
         FileSystems.delete([final])
@@ -227,79 +76,6 @@ class _WritePartition(beam.DoFn):
       self._tokens.inc(sum(len(ids) for ids in tokens))
     for (rank, doc), ids in zip(ranked, tokens):
       yield (doc, rank) if ids is None else (doc.with_scores(**{NUM_TOKENS: len(ids)}), rank)
-
-
-def is_text_column(name: str) -> bool:
-  """Whether a score name holds text, not a number."""
-  # `<namespace>_error` holds why a model failed on a document (inference.error_field);
-  # TEXT_SCORES are text too.
-  return name.endswith("_error") or name in TEXT_SCORES
-
-
-def scores_schema(score_names: Sequence[str], text_columns: Sequence[str] = ()) -> pa.Schema:
-  """The columns of a Parquet scores/: id, source, one per name in `score_names` (float64;
-  int64 for INT_SCORE_FEATURES; string for `*_error` and TEXT_SCORES), one string column
-  per name in `text_columns` (--keep_fields), selected, rank, and other_scores: a JSON
-  object of the scores of a row that have no column (null when there are none)."""
-  names = list(score_names) + list(text_columns)
-  texts = set(text_columns)
-  clash = sorted(set(names) & set(_ROW_COLUMNS + (OTHER_SCORES,)))
-  repeated = sorted({n for n in names if names.count(n) > 1})
-  if clash or repeated:
-    raise ValueError(f"score names must be unique and not a column of scores/: "
-                     f"clash {clash}, repeated {repeated}")
-  return pa.schema(
-      [pa.field("id", pa.string(), nullable=False),
-       pa.field("source", pa.string(), nullable=False)]
-      + [pa.field(n, pa.string() if is_text_column(n) or n in texts
-                  else pa.int64() if n in INT_SCORE_FEATURES else pa.float64())
-         for n in names]
-      + [pa.field("selected", pa.bool_(), nullable=False), pa.field("rank", pa.int64()),
-         pa.field(OTHER_SCORES, pa.string())])
-
-
-def _cell(name: str, value) -> Tuple[bool, Any]:
-  """(fits, cell): `value` as the cell of score column `name`; fits is False for a value
-  the column cannot hold (it then goes into other_scores)."""
-  if value is None:
-    return True, None
-  if is_text_column(name):
-    # A lone surrogate (from an exception message) cannot be written as UTF-8.
-    return (True, safe_str(value)) if isinstance(value, str) else (False, None)
-  if name in INT_SCORE_FEATURES:
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    return (True, int(value)) if ok else (False, None)
-  if isinstance(value, numbers.Real) and not isinstance(value, bool):
-    try:
-      value = float(value)
-    except OverflowError:  # An integer too big for a float: kept exact in other_scores.
-      return False, None
-    return True, value if math.isfinite(value) else None  # null, as in JSON Lines.
-  return False, None
-
-
-def parquet_row(record: Mapping[str, Any], schema_names: Sequence[str],
-                text_columns: Sequence[str] = ()) -> Dict[str, Any]:
-  """A score_record as a row of scores_schema (whose column names are `schema_names`). A
-  missing score is null; a score without a column, or one its column cannot hold, goes
-  into other_scores, so nothing is lost and no row fails the write. `text_columns` (the
-  --keep_fields) hold kept_field_text, null when missing."""
-  row = {name: record[name] for name in _ROW_COLUMNS}
-  columns = [n for n in schema_names if n not in _ROW_COLUMNS and n != OTHER_SCORES]
-  known = set(columns).union(_ROW_COLUMNS)
-  other = {k: v for k, v in record.items() if k not in known}
-  for name in columns:
-    if name in text_columns:
-      value = record.get(name)
-      row[name] = None if value is None else kept_field_text(value)
-      continue
-    fits, row[name] = _cell(name, record.get(name))
-    if not fits:
-      other[name] = record[name]
-  # default=str: a value JSON cannot hold is kept as its text rather than failing the row.
-  row[OTHER_SCORES] = (safe_str(json.dumps(other, ensure_ascii=False, default=str))
-                       if other else None)
-  return row
 
 
 class FinalizeOutput(beam.PTransform):
@@ -438,13 +214,6 @@ class WriteOutputs(beam.PTransform):
     if self._tap is not None:
       out["tap"] = tapped
     return out
-
-
-# --- Staging and committing a run: transforms/output_commit.py ---------------------------
-# Everything a run writes at the top of --output; a successful rerun replaces these.
-OUTPUT_NAMES = (SELECTED_DIR, SCORES_DIR, REJECTED_DIR, METRICS_FILE, SKETCH_FILE,
-                HEAD_FILE, HEAD_FIT_FILE, CLUSTERS_FILE, CLUSTER_STATS_FILE, REPORT_FILE,
-                REPORT_DATA_FILE)
 
 
 def finalize_output(output: str, staging: str, metrics: Optional[Dict[str, Any]],
