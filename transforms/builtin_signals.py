@@ -6,7 +6,7 @@ from __future__ import annotations
 from transforms.signals import FLOAT, INT, TEXT, Column, Signal, register
 
 _STAGES = "transforms.signal_stages"
-_CODECS = "transforms.score_cache"  # codecs are built when first used (light imports)
+_CODECS = "transforms.cache_codecs"  # codecs are built when first used (light imports)
 
 ASK_LLM = register(Signal(
     "ask_llm", stage=f"{_STAGES}:ask_llm", codec=f"{_CODECS}:AskLLMCodec",
