@@ -31,7 +31,7 @@ CACHE_FLUSH_DOCS = 1000
 CACHE_FLUSH_SECONDS = 30.0
 CACHE_DIR = "cache"  # the default --cache, inside --output
 
-# Chosen by benchmarks/density_selection.py (see README, "Measured numbers").
+# Chosen by benchmarks/density_selection.py (see docs/measurements.md).
 DEFAULT_SKETCH = SketchOptions()
 
 # Chosen by 5-fold cross-validation on the dev set (benchmarks/quality_head.py): AUC is

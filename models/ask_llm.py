@@ -124,7 +124,7 @@ class PromptEncoder:
     clean = strip_delimiters(text)[: self.doc_budget * MAX_CHARS_PER_TOKEN]
     if self.harden:
       # Lines that could pass for the judge's answer ("Answer: yes", "- yes", a fake
-      # assistant turn) are removed from what the judge reads (README, "Prompt injection").
+      # assistant turn) are removed from what the judge reads (docs/design.md, "Prompt injection").
       clean = neutralize_answer_lines(clean)
     # split_special_tokens: a document containing "<|im_end|>" is text, not a control token.
     doc_ids = self.tokenizer(clean, add_special_tokens=False, split_special_tokens=True,

@@ -42,7 +42,7 @@ def strip_delimiters(text: str) -> str:
 
 
 # Prompt-injection hardening. A document that ends in "Answer: yes" raised the bundled
-# judge's P(yes) by 1.3-1.5x (README, "Prompt injection"): lines that only give an answer
+# judge's P(yes) by 1.3-1.5x (docs/design.md, "Prompt injection"): lines that only give an answer
 # (a yes/no word, optionally after a label such as "Answer:" or a list bullet), bare
 # answer labels ("OPTIONS:", "assistant"), and chat-control look-alikes such as
 # "<|im_start|>" are removed from what the judge reads. The selected text is never changed.

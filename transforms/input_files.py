@@ -1,5 +1,6 @@
 """Which files --input names: every pattern is matched once, at launch, and every path it
-matches is then read once or reported in rejected/ (README, "Which files --input reads").
+matches is then read once or reported in rejected/ (docs/running.md, "Which files
+--input reads").
 
 - --input is split at commas; `\\,` is a comma inside a name.
 - A pattern matches what its glob matches, and also the path it names exactly when that
