@@ -34,7 +34,7 @@ CACHE_DIR = "cache"  # the default --cache, inside --output
 # Chosen by benchmarks/density_selection.py (see docs/measurements.md).
 DEFAULT_SKETCH = SketchOptions()
 
-# Chosen by 5-fold cross-validation on the dev set (benchmarks/quality_head.py): AUC is
+# Chosen by 5-fold cross-validation on the dev set (benchmarks/quality_head_bench.py): AUC is
 # flat over 0.01-0.3 (0.890-0.894) and falls off below (0.863 at 1e-3); with small
 # teacher sets (56-108 documents) 0.1 does as well as an l2 chosen by inner CV.
 DEFAULT_HEAD_L2 = 0.1

@@ -7,7 +7,7 @@ using the job's own functions (sketch, sampling keys, defaults). Report, for the
 documents: mean edu_score, share with edu_score >= 3, and diversity (mean pairwise cosine
 distance of their embeddings, and mean density: lower = less redundant).
 
-    .venv/bin/python benchmarks/ask_llm_density.py [--data PATH] [--keep 0.2]
+    .venv/bin/python -m benchmarks.ask_llm_density --data PATH [--keep 0.2]
 
 Ask-LLM scores and embeddings are cached under /tmp (computing them takes ~15 minutes
 on 2 CPU cores); the data file is only read.
@@ -19,13 +19,12 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from beam_pipelines import options  # noqa: E402
-from transforms.sketch_counts import sketch_from_embeddings  # noqa: E402
-from transforms.density import _params_from_sample, density_and_weight  # noqa: E402
-from transforms.sketch_hashing import SketchOptions  # noqa: E402
-from transforms.sampling import sampling_key  # noqa: E402
+from beam_pipelines import options
+from benchmarks.harness import add_data_argument
+from transforms.sketch_counts import sketch_from_embeddings
+from transforms.density import _params_from_sample, density_and_weight
+from transforms.sketch_hashing import SketchOptions
+from transforms.sampling import sampling_key
 
 
 def _cached(path, compute):
@@ -74,16 +73,18 @@ def describe(sel, edu, emb, dens):
           "mean_density": round(float(dens[sel].mean()), 2)}
 
 
-def main():
+def build_parser():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--data", default=os.path.join(
-      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
-      "fineweb_edu_annotated_dev.jsonl"))
+  add_data_argument(ap, "--data")
   ap.add_argument("--keep", type=float, default=0.2)
   ap.add_argument("--seeds", type=int, default=5, help="draws averaged per sampler")
   ap.add_argument("--cache", default="/tmp/ald")
   ap.add_argument("--out", default="/tmp/ask_llm_density.json")
-  a = ap.parse_args()
+  return ap
+
+
+def main():
+  a = build_parser().parse_args()
   rows = [json.loads(l) for l in open(a.data)]
   texts = [r["text"] for r in rows]
   ids = [str(r["id"]) for r in rows]

@@ -10,7 +10,7 @@ selection and writing. (No quality figure here: the bundled head was fitted on t
 file, so its selections on it are in-sample; scripts/fit_quality_head.py reports its
 cross-validated fit.)
 
-    .venv/bin/python benchmarks/bundled_head_speed.py [--data PATH] [--docs 200] [--rounds 2]
+    .venv/bin/python -m benchmarks.bundled_head_speed --data PATH [--docs 200] [--rounds 2]
 
 Prints one JSON object: each run's wall time, documents/s, and the median ratio.
 """
@@ -21,10 +21,8 @@ import statistics
 import sys
 import tempfile
 
-from job_runner import run_select_data
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(REPO, "..", "shared", "data", "fineweb_edu_annotated_dev.jsonl")
+from benchmarks.harness import (add_data_argument, interleaved_order, ratios,
+                                run_interleaved, run_select_data)
 
 
 def run_job(corpus: str, out: str, sampler: str) -> float:
@@ -34,14 +32,18 @@ def run_job(corpus: str, out: str, sampler: str) -> float:
   return run_select_data(argv, f"{sampler} run")
 
 
-def main():
+def build_parser():
   ap = argparse.ArgumentParser(description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--data", default=DATA)
+  add_data_argument(ap, "--data")
   ap.add_argument("--docs", type=int, default=200)
   ap.add_argument("--rounds", type=int, default=2)
   ap.add_argument("--workdir", default=None)
-  args = ap.parse_args()
+  return ap
+
+
+def main():
+  args = build_parser().parse_args()
   work = args.workdir or tempfile.mkdtemp(prefix="bundled_head_speed_")
   corpus = os.path.join(work, "docs.jsonl")
   ids = []
@@ -52,20 +54,20 @@ def main():
       d = json.loads(line)
       ids.append(d["id"])
       dst.write(json.dumps({"id": d["id"], "text": d["text"]}) + "\n")
-  runs = {"quality_head": [], "ask_llm": []}
-  for r in range(args.rounds):
-    order = ["quality_head", "ask_llm"] if r % 2 == 0 else ["ask_llm", "quality_head"]
-    for sampler in order:
-      secs = run_job(corpus, os.path.join(work, sampler), sampler)
-      runs[sampler].append(round(secs, 1))
-      print(f"round {r}: {sampler} {secs:.1f} s", file=sys.stderr, flush=True)
+  samplers = ("quality_head", "ask_llm")  # round r: in this order when r is even
+  runs = run_interleaved(
+      {s: lambda s=s: run_job(corpus, os.path.join(work, s), s) for s in samplers},
+      interleaved_order(samplers, args.rounds),
+      after=lambda r, sampler, secs: print(f"round {r}: {sampler} {secs:.1f} s",
+                                           file=sys.stderr, flush=True))
+  runs = {k: [round(secs, 1) for secs in v] for k, v in runs.items()}
   med = {k: statistics.median(v) for k, v in runs.items()}
   print(json.dumps({
       "documents": len(ids), "runs_s": runs,
       "docs_per_s": {k: round(len(ids) / v, 2) for k, v in med.items()},
       "speedup_head_vs_ask_llm": round(med["ask_llm"] / med["quality_head"], 1),
-      "per_round_speedup": [round(a / h, 1) for a, h in zip(runs["ask_llm"],
-                                                           runs["quality_head"])],
+      "per_round_speedup": [round(x, 1) for x in ratios(runs["ask_llm"],
+                                                       runs["quality_head"])],
   }, indent=1))
 
 

@@ -49,7 +49,7 @@ rules of k, which coincide at one fraction); B is then reported with those setti
 Finally the chosen settings run on a larger corpus from all documents,
 round(130 / rank^0.7) per topic, --large_reps repetitions.
 
-  .venv/bin/python benchmarks/cluster_methods.py [--weborganizer PATH] [--reps 40]
+  .venv/bin/python -m benchmarks.cluster_methods --weborganizer PATH [--reps 40]
       [--large_reps 10] [--keep 0.2] [--embeddings_cache /tmp/weborg_minilm128.npz]
 
 Prints tables and, last, one JSON line with the chosen settings and the B / large numbers.
@@ -63,20 +63,15 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from density_selection import entropy  # noqa: E402
-from sketch_accuracy import WEBORG, read_jsonl  # noqa: E402
-
-from transforms.cluster_sampling import balanced_quotas  # noqa: E402
-from transforms.kmeans import (ClusterSums, _sample_key, assign,  # noqa: E402
-                               kmeans_plus_plus, update)
-from transforms.sampling import uniform_from_id  # noqa: E402
+from benchmarks.density_selection import entropy
+from benchmarks.harness import WEBORGANIZER, add_data_argument, read_jsonl
+from transforms.cluster_sampling import balanced_quotas
+from transforms.kmeans import ClusterSums, _sample_key, assign, kmeans_plus_plus, update
+from transforms.sampling import uniform_from_id
 
 SPLIT_SEED = 12345
 ITERATIONS = (0, 1, 3, 5, 10)
@@ -411,9 +406,9 @@ def describe(corpora, short, label):
         f"(topic too small in this pool), all reps: {short}", flush=True)
 
 
-def main():
+def build_parser():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--weborganizer", default=WEBORG)
+  add_data_argument(ap, "--weborganizer", WEBORGANIZER)
   ap.add_argument("--embeddings_cache", default="/tmp/weborg_minilm128.npz")
   ap.add_argument("--embedding_max_tokens", type=int, default=128,
                   help="the job's default budget (options.DEFAULT_EMBEDDING_TOKENS)")
@@ -425,7 +420,11 @@ def main():
                   help="other keep fractions in the tuning objective on A")
   ap.add_argument("--kmeans_sample", type=int, default=10000,
                   help="k-means++ sample (FitKMeans sample_size); >= every corpus here")
-  args = ap.parse_args()
+  return ap
+
+
+def main():
+  args = build_parser().parse_args()
   t_start = time.time()
 
   records = read_jsonl(args.weborganizer)

@@ -20,8 +20,9 @@ The job's inputs are written as JSONL to a temporary directory and its outputs r
 from scores/ (the `selected` flag). Every job of a part shares one --cache directory, so
 each document is embedded (and scored) once.
 
-  .venv/bin/python benchmarks/cluster_pipeline.py [--parts coverage,duplicates,quality]
-      [--reps 10] [--large_reps 3] [--seeds 5] [--fineweb_docs 400] [-- JOB OPTIONS]
+  .venv/bin/python -m benchmarks.cluster_pipeline --weborganizer PATH --fineweb PATH
+      [--parts coverage,duplicates,quality] [--reps 10] [--large_reps 3] [--seeds 5]
+      [--fineweb_docs 400] [-- JOB OPTIONS]
 """
 import argparse
 import collections
@@ -29,24 +30,19 @@ import glob
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from cluster_methods import SPLIT_SEED, build_corpus, embed_corpus, topic_pools  # noqa: E402
-from density_selection import entropy, near_copy  # noqa: E402
-from sketch_accuracy import WEBORG, read_jsonl  # noqa: E402
+from beam_pipelines import select_data
+from benchmarks.cluster_methods import SPLIT_SEED, build_corpus, embed_corpus, topic_pools
+from benchmarks.density_selection import entropy, near_copy
+from benchmarks.harness import (FINEWEB_EDU, WEBORGANIZER, add_data_argument,
+                                read_jsonl)
+from transforms.cluster_sampling import balanced_quotas
+from transforms.sampling import uniform_from_id
 
-from beam_pipelines import select_data  # noqa: E402
-from transforms.cluster_sampling import balanced_quotas  # noqa: E402
-from transforms.sampling import uniform_from_id  # noqa: E402
-
-FINEWEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
-                       "data", "fineweb_edu_annotated_dev.jsonl")
 COVERAGE_SAMPLERS = ("random", "density", "balanced", "balanced_far", "semdedup", "prototypes")
 
 
@@ -197,10 +193,10 @@ def quality(args, tmp):
   return out
 
 
-def main():
+def build_parser():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--weborganizer", default=WEBORG)
-  ap.add_argument("--fineweb", default=FINEWEB)
+  add_data_argument(ap, "--weborganizer", WEBORGANIZER)
+  add_data_argument(ap, "--fineweb", FINEWEB_EDU)
   ap.add_argument("--embeddings_cache", default="/tmp/weborg_minilm128.npz",
                   help="the WebOrganizer embeddings of benchmarks/cluster_methods.py (for "
                        "the coverage distance)")
@@ -212,7 +208,11 @@ def main():
   ap.add_argument("--fineweb_cache", default=None,
                   help="a --cache directory to keep the Ask-LLM scores in across runs")
   ap.add_argument("job_options", nargs="*", help="extra options for every job")
-  args = ap.parse_args()
+  return ap
+
+
+def main():
+  args = build_parser().parse_args()
   logging.basicConfig(level=logging.WARNING)
   tmp = tempfile.mkdtemp(prefix="cluster_pipeline_")
   parts = args.parts.split(",")

@@ -13,7 +13,8 @@ run.
 The job's inputs are written to a temporary directory as JSONL; its outputs are read back
 from scores/ (the `selected` flag). Nothing else is used from the job.
 
-  .venv/bin/python benchmarks/density_pipeline.py [--seeds 5] [--reps 5] [-- JOB OPTIONS]
+  .venv/bin/python -m benchmarks.density_pipeline --weborganizer PATH [--seeds 5] [--reps 5]
+      [-- JOB OPTIONS]
 """
 import argparse
 import collections
@@ -21,18 +22,14 @@ import glob
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from density_selection import entropy, near_copy  # noqa: E402
-from sketch_accuracy import WEBORG, read_jsonl  # noqa: E402
-
-from beam_pipelines import select_data  # noqa: E402
+from beam_pipelines import select_data
+from benchmarks.density_selection import entropy, near_copy
+from benchmarks.harness import WEBORGANIZER, add_data_argument, read_jsonl
 
 
 def write_corpus(path, docs):
@@ -56,13 +53,17 @@ def run_job(in_dir, out_dir, sampler, seed, extra):
   return selected, elapsed
 
 
-def main():
+def build_parser():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--weborganizer", default=WEBORG)
+  add_data_argument(ap, "--weborganizer", WEBORGANIZER)
   ap.add_argument("--seeds", type=int, default=5)
   ap.add_argument("--reps", type=int, default=5)
   ap.add_argument("job_options", nargs="*", help="extra options for both samplers' jobs")
-  args = ap.parse_args()
+  return ap
+
+
+def main():
+  args = build_parser().parse_args()
   logging.basicConfig(level=logging.WARNING)
   records = read_jsonl(args.weborganizer)
   tmp = tempfile.mkdtemp(prefix="density_pipeline_")

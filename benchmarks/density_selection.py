@@ -14,22 +14,19 @@
 width = f * K * median pairwise distance (auto_bucket_width with factor f). R=1000,
 B=20000. Embeddings as in sketch_accuracy.py (cached in /tmp).
 
-  .venv/bin/python benchmarks/density_selection.py [--weborganizer PATH]
+  .venv/bin/python -m benchmarks.density_selection --weborganizer PATH [--grid full]
 """
 import argparse
 import collections
-import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from sketch_accuracy import WEBORG, embed_texts, groups_for, read_jsonl  # noqa: E402
-from sketch_reference import exact_kernel_density  # noqa: E402
-from transforms.sketch_counts import sketch_from_embeddings  # noqa: E402
-from transforms.sketch_hashing import SketchParams, auto_bucket_width  # noqa: E402
-from transforms import sampling  # noqa: E402
+from benchmarks.harness import WEBORGANIZER, add_data_argument, read_jsonl
+from benchmarks.sketch_accuracy import embed_texts, groups_for
+from benchmarks.sketch_reference import exact_kernel_density
+from transforms.sketch_counts import sketch_from_embeddings
+from transforms.sketch_hashing import SketchParams, auto_bucket_width
+from transforms import sampling
 
 ROWS, BUCKETS, RATE = 1000, 20000, 0.2
 
@@ -66,12 +63,16 @@ def entropy(labels, n_topics):
   return float(-(p * np.log(p)).sum() / np.log(n_topics))
 
 
-def main():
+def build_parser():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--weborganizer", default=WEBORG)
+  add_data_argument(ap, "--weborganizer", WEBORGANIZER)
   ap.add_argument("--grid", default="full", choices=["full", "fine"],
                   help="full: K 1-8, f 0.05-0.4; fine: K 4-16, f 0.075-0.15")
-  args = ap.parse_args()
+  return ap
+
+
+def main():
+  args = build_parser().parse_args()
   records = read_jsonl(args.weborganizer)
   emb_all = embed_texts([r["text"] for r in records])
 

@@ -21,7 +21,7 @@ generated from a fixed seed. K clusters (default 1,000).
 - Beam overhead: FitKMeans with one pass on the FnApiRunner over the first --beam_docs
   vectors, against the same pass's plain work.
 
-  .venv/bin/python benchmarks/kmeans_speed.py [--docs 1000000] [--clusters 1000]
+  .venv/bin/python -m benchmarks.kmeans_speed [--docs 1000000] [--clusters 1000]
       [--passes 2] [--sample 100000] [--beam_docs 50000]
 
 scikit-learn is a benchmark-only dependency: pip install -e ".[bench]".
@@ -30,13 +30,10 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import sys
 import time
 import tracemalloc
 
 import numpy as np
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 DIM = 384
 
@@ -167,7 +164,7 @@ def in_process(fn, args):
   return res
 
 
-def main():
+def build_parser():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--docs", type=int, default=1_000_000)
   ap.add_argument("--clusters", type=int, default=1000)
@@ -176,7 +173,11 @@ def main():
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--beam_docs", type=int, default=50_000)
   ap.add_argument("--skip_beam", action="store_true")
-  args = ap.parse_args()
+  return ap
+
+
+def main():
+  args = build_parser().parse_args()
   n = args.docs
   print(f"{n:,} vectors x {DIM}, {args.clusters} clusters, {args.passes} passes, "
         f"{os.cpu_count()} CPUs", flush=True)

@@ -23,29 +23,23 @@ benchmarks/scorer_quality.py. It also counts the dev documents the normaliser ch
 
 Run from the repo root (2 shared CPU cores; the normaliser's prompts mostly equal ones
 already scored, which are cached). The README's numbers, 15 minutes each:
-  .venv/bin/python benchmarks/prompt_injection.py --part tune \
+  .venv/bin/python -m benchmarks.prompt_injection --data PATH --part tune \
       --variants none,normalize,sandwich,both --n 12 --attack_max_tokens 256 --auc_negatives 0
-  .venv/bin/python benchmarks/prompt_injection.py --part heldout \
+  .venv/bin/python -m benchmarks.prompt_injection --data PATH --part heldout \
       --variants none,normalize --n 10 --attack_max_tokens 512 --auc_negatives 80
 """
 import argparse
 import hashlib
 import json
-import os
-import sys
 import time
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import numpy as np
 
+from benchmarks.harness import (add_data_argument, auc_pos_neg, bootstrap_aucs, ci95,
+                                stratified_resamples)
+from benchmarks.scorer_quality import batches
 from models.ask_llm import AskLLMConfig, PromptEncoder, load_scorer
 from models.prompts import PAPER, neutralize_answer_lines, strip_delimiters
-from scorer_quality import auc, batches
-
-DEFAULT_DATA = os.path.join(ROOT, "..", "shared", "data", "fineweb_edu_annotated_dev.jsonl")
 
 QUESTION = PAPER.split("###\n\n", 1)[1].split("\n\nOPTIONS:")[0].replace("previous", "following")
 SANDWICH = QUESTION + "\n\n" + PAPER
@@ -187,16 +181,16 @@ def auc_part(args, judge, tok, part_docs, all_docs):
     t0 = time.perf_counter()
     scores[v] = judge.p_yes([enc.encode(d["text"]) for d in docs])
     print(f"AUC pass {v}: {time.perf_counter() - t0:.0f} s", flush=True)
-  rng = np.random.default_rng(args.seed + 1)
+  # Stratified bootstrap, the same draws for every variant (paired differences).
   pi, ni = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-  boots = [(rng.choice(pi, len(pi)), rng.choice(ni, len(ni))) for _ in range(args.bootstrap)]
-  boot = {v: np.array([auc(s[p], s[n]) for p, n in boots]) for v, s in scores.items()}
+  boots = stratified_resamples(labels == 1, args.bootstrap, args.seed + 1)
+  boot = {v: bootstrap_aucs(s, boots) for v, s in scores.items()}
   base = args.variants[0]
   out = {}
   for v, s in scores.items():
     d = boot[v] - boot[base]
-    out[v] = {"auc": float(auc(s[pi], s[ni])), "ci95": np.percentile(boot[v], [2.5, 97.5]).tolist(),
-              "diff_ci95": np.percentile(d, [2.5, 97.5]).tolist(), "diff_mean": float(d.mean())}
+    out[v] = {"auc": auc_pos_neg(s[pi], s[ni]), "ci95": ci95(boot[v]),
+              "diff_ci95": ci95(d), "diff_mean": float(d.mean())}
   return {"positives": len(pos), "negatives": len(neg), "max_tokens": args.max_tokens,
           "dev_docs_changed_by_normalizer": int(changed), "dev_docs": len(all_docs),
           "auc_docs_whose_prompt_changes": int(changed_part), "variants": out}
@@ -212,10 +206,10 @@ def print_auc(res, part):
           f"diff {r['diff_mean']:+.3f} [{r['diff_ci95'][0]:+.3f}, {r['diff_ci95'][1]:+.3f}]")
 
 
-def main():
+def build_parser():
   ap = argparse.ArgumentParser(description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--data", default=DEFAULT_DATA)
+  add_data_argument(ap, "--data")
   ap.add_argument("--part", default="heldout", choices=["tune", "heldout"])
   ap.add_argument("--variants", default="none,normalize",
                   help="comma-separated from none,normalize,sandwich,both (first: the baseline)")
@@ -226,7 +220,11 @@ def main():
   ap.add_argument("--bootstrap", type=int, default=2000)
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--out", default="/tmp/prompt_injection.json")
-  args = ap.parse_args()
+  return ap
+
+
+def main():
+  args = build_parser().parse_args()
   args.variants = args.variants.split(",")
 
   part_docs, all_docs = load_part(args.data, args.part)

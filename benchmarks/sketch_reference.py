@@ -2,9 +2,7 @@
 Datar et al.'s collision probability, the exact (brute-force) kernel density the sketch
 estimates, and the sketch parameters the benchmarks chose.
 
-Needs the repo root on sys.path (benchmarks/*.py put it there):
-  import sketch_reference                 (benchmarks/*.py, run as scripts)
-  from benchmarks import sketch_reference (tests)
+Imported as `from benchmarks import sketch_reference` (benchmarks and tests alike).
 """
 import numpy as np
 from scipy.special import ndtr

@@ -5,11 +5,11 @@ generated chunk by chunk from a seeded RNG (generation is not timed) and scored 
 pass over the same chunks, so the sketch path never holds more than one chunk. The naive
 reference (the whole N x R*K projection matrix in one go, np.add.at) runs on a smaller N.
 
-  .venv/bin/python benchmarks/sketch_speed.py                 # 1M docs, R=1000, B=20000
-  .venv/bin/python benchmarks/sketch_speed.py --threads 1,2   # per core and both cores
-  .venv/bin/python benchmarks/sketch_speed.py --threads 1 --variants \
+  .venv/bin/python -m benchmarks.sketch_speed                 # 1M docs, R=1000, B=20000
+  .venv/bin/python -m benchmarks.sketch_speed --threads 1,2   # per core and both cores
+  .venv/bin/python -m benchmarks.sketch_speed --threads 1 --variants \
       '[{"family":"sqrt","k":8,"chunk":16384},{"family":"sqrt","k":8,"chunk":16384,"procs":2}]'
-  .venv/bin/python benchmarks/sketch_speed.py --repeat 3 --variants \
+  .venv/bin/python -m benchmarks.sketch_speed --repeat 3 --variants \
       '[{"family":"naive","k":8,"chunk":0},{"family":"sqrt","k":8,"chunk":16384}]'
 """
 import argparse
@@ -23,7 +23,7 @@ import sys
 import time
 import tracemalloc
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchmarks.harness import REPO
 
 DIM, ROWS, BUCKETS = 384, 1000, 20000
 
@@ -161,7 +161,7 @@ def _parallel(np, sh, sc, params, n_docs, chunk, procs):
 def child(spec):
   import numpy as np
   from transforms import sketch_counts as sc, sketch_hashing as sh
-  from sketch_accuracy import groups_for
+  from benchmarks.sketch_accuracy import groups_for
   groups = 0 if spec["family"] == "naive" else groups_for(spec["family"], ROWS)
   params = sh.SketchParams(DIM, ROWS, BUCKETS, spec["k"], spec["width"], seed=1,
                            groups=groups)
@@ -207,7 +207,7 @@ def _report(threads, variants, runs, upto=None):
           f"{med(i, 'score_docs_cpu_s'):>9.0f}{best}", flush=True)
 
 
-def main():
+def build_parser():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--docs", type=int, default=1_000_000)
   ap.add_argument("--ref-docs", type=int, default=20_000)
@@ -217,7 +217,11 @@ def main():
   ap.add_argument("--repeat", type=int, default=1,
                   help="rounds over all variants; reports medians (and best) over rounds")
   ap.add_argument("--child", help=argparse.SUPPRESS)
-  args = ap.parse_args()
+  return ap
+
+
+def main():
+  args = build_parser().parse_args()
   if args.child:
     return child(json.loads(args.child))
   if args.variants == "default":
@@ -243,8 +247,9 @@ def main():
       for i, v in enumerate(variants):
         spec = dict(v, docs=args.ref_docs if v["family"] == "naive" else args.docs,
                     width=0.14 * v["k"])  # auto width on MiniLM: 0.1 * K * 1.39
-        out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], env=env,
-                             capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-m", "benchmarks.sketch_speed", "--child",
+                              json.dumps(spec)], cwd=REPO, env=env, capture_output=True,
+                             text=True)
         if out.returncode:
           print(out.stderr[-2000:])
           continue

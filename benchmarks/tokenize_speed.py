@@ -9,19 +9,18 @@ It counts the documents whose ids differ (tie-breaking between equally scored
 segmentations) and checks that they decode to the same text. Prints documents/s and tokens/s of each and the
 ratio (best of --repeats runs each, alternating).
 
-    .venv/bin/python benchmarks/tokenize_speed.py [--data PATH] [--vocab_size 8000]
+    .venv/bin/python -m benchmarks.tokenize_speed --data PATH [--vocab_size 8000]
         [--repeats 3]
+
+(--data: the WebOrganizer topics dev file.)
 """
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-DEFAULT_DATA = os.path.join(REPO, "..", "shared", "data", "weborganizer_topics_dev.jsonl")
+from benchmarks.harness import WEBORGANIZER, add_data_argument
 
 
 def train_sentencepiece(texts, directory: str, vocab_size: int) -> str:
@@ -35,12 +34,16 @@ def train_sentencepiece(texts, directory: str, vocab_size: int) -> str:
   return os.path.join(directory, "m.model")
 
 
-def main():
+def build_parser():
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  ap.add_argument("--data", default=DEFAULT_DATA)
+  add_data_argument(ap, "--data", WEBORGANIZER)
   ap.add_argument("--vocab_size", type=int, default=8000)
   ap.add_argument("--repeats", type=int, default=3)
-  args = ap.parse_args()
+  return ap
+
+
+def main():
+  args = build_parser().parse_args()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   import sentencepiece as spm
   from transforms.tokenize import SentencePieceTokenizer, _BATCH

@@ -10,9 +10,9 @@ and token budget, this command, the cross-validated fit) as one .npz. Given the 
 file and the same package versions on the same kind of machine the file is byte-identical
 (folds and bootstrap draws come from hashes of (seed, id); the .npz has fixed timestamps).
 
-The bundled head was written by (from the repository root):
-  .venv/bin/python scripts/fit_quality_head.py \\
-      --data ../shared/data/fineweb_edu_annotated_dev.jsonl
+The bundled head was written by (from the repository root, the package installed in
+.venv; DATA: the FineWeb-Edu annotated dev file):
+  .venv/bin/python scripts/fit_quality_head.py --data DATA/fineweb_edu_annotated_dev.jsonl
 """
 from __future__ import annotations
 
@@ -20,15 +20,10 @@ import argparse
 import hashlib
 import json
 import os
-import sys
 import time
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 import numpy as np
 
-DEFAULT_DATA = os.path.join(ROOT, "..", "shared", "data", "fineweb_edu_annotated_dev.jsonl")
 L2_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 TOKEN_GRID = (128, 256, 512)
 TEACHER = "Llama-3-70B-Instruct educational score 0-4 (FineWeb-Edu annotations)"
@@ -211,8 +206,8 @@ def file_sha256(path):
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--data", default=DEFAULT_DATA,
-                  help="JSONL with id, text, edu_score (default: the FineWeb-Edu dev file)")
+  ap.add_argument("--data", required=True,
+                  help="JSONL with id, text, edu_score (the FineWeb-Edu annotated dev file)")
   ap.add_argument("--output", default=None,
                   help="where to write the head (default: the bundled head's place in "
                        "the package)")

@@ -19,9 +19,9 @@ from tests.test_select_data import read_jsonl
 from transforms import quality_head as qh
 from transforms.score_cache import round_embedding
 
+from scripts import fit_quality_head
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
-import fit_quality_head  # noqa: E402
 
 INFORMATIVE = (
     "Photosynthesis is the process by which green plants, algae and some bacteria turn "

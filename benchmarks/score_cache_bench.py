@@ -11,7 +11,7 @@ On the first --docs documents of the FineWeb-Edu dev file, each run being the re
 5. sizes:     cache bytes per document for Ask-LLM scores (run 1) and for float16
               embeddings (a density run), projected to 10^9 documents.
 
-    .venv/bin/python benchmarks/score_cache.py [--data PATH] [--docs 1000]
+    .venv/bin/python -m benchmarks.score_cache_bench --data PATH [--docs 1000]
         [--max_tokens 512] [--workdir DIR]
 
 Prints one JSON object. Timings are ratios against runs in the same session (the
@@ -23,32 +23,20 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_DATA = os.path.join(REPO, "..", "shared", "data", "fineweb_edu_annotated_dev.jsonl")
+from benchmarks.harness import add_data_argument, run_select_data, start_select_data
 
 
-def job(argv, wait=True):
-  env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
-  cmd = [sys.executable, "-m", "beam_pipelines.select_data", *argv]
-  proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, start_new_session=True)
-  if not wait:
-    return proc
-  _, err = proc.communicate()
-  if proc.returncode != 0:
-    raise SystemExit(f"run failed ({' '.join(argv)}):\n{err.decode()[-3000:]}")
-  return proc
+def job(argv):
+  """Runs the job to its end (exits with its stderr's tail when it fails)."""
+  run_select_data(argv, f"run ({' '.join(argv)})")
 
 
 def timed(argv):
-  start = time.time()
-  job(argv)
-  return time.time() - start
+  """Wall seconds of one job run."""
+  return run_select_data(argv, f"run ({' '.join(argv)})")
 
 
 def metrics_of(out):
@@ -75,16 +63,20 @@ def cache_bytes(cache, namespace):
   return sum(os.path.getsize(f) for f in cache_parts(cache, namespace))
 
 
-def main():
+def build_parser():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--data", default=DEFAULT_DATA)
+  add_data_argument(ap, "--data")
   ap.add_argument("--docs", type=int, default=1000)
   ap.add_argument("--max_tokens", type=int, default=512)
   ap.add_argument("--workdir", default=None)
   ap.add_argument("--only_kill", action="store_true",
                   help="run only part 4, against --uninterrupted_s from an earlier run")
   ap.add_argument("--uninterrupted_s", type=float, default=None)
-  args = ap.parse_args()
+  return ap
+
+
+def main():
+  args = build_parser().parse_args()
   work = args.workdir or tempfile.mkdtemp(prefix="score_cache_bench_")
   os.makedirs(work, exist_ok=True)
   corpus = os.path.join(work, "docs.jsonl")
@@ -148,7 +140,7 @@ def kill_and_resume(common, out, uninterrupted_s, m_full, reference=None):
   killed = out("killed")
   cache = os.path.join(killed, "cache")
   start = time.time()
-  proc = job([*common, f"--output={killed}"], wait=False)
+  proc = start_select_data([*common, f"--output={killed}"])
   while proc.poll() is None and time.time() - start < uninterrupted_s / 2:
     time.sleep(0.2)
   kill_at = time.time()

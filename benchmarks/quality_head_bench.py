@@ -46,24 +46,25 @@ configuration; partial progress is saved), so a rerun takes a minute or two plus
 
 Run from the repo root (first run: ~15 min each for Ask-LLM and perplexity over the 1000
 documents on 2 CPU cores, plus ~10 min for part 2):
-  nohup .venv/bin/python benchmarks/quality_head.py > /tmp/quality_head.log 2>&1 &
-  .venv/bin/python benchmarks/quality_head.py --negatives 240   # 80 pos + 240 neg only
+  nohup .venv/bin/python -m benchmarks.quality_head_bench --data PATH \
+      > /tmp/quality_head.log 2>&1 &
+  .venv/bin/python -m benchmarks.quality_head_bench --data PATH --negatives 240
+      # 80 pos + 240 neg only
 """
 import argparse
 import hashlib
 import json
 import os
 import statistics
-import sys
 import time
 import types
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import numpy as np
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
-                    "shared", "data", "fineweb_edu_annotated_dev.jsonl")
+from benchmarks.harness import (add_data_argument, auc, bootstrap_aucs, ci95,
+                                interleaved_order, run_interleaved, stopwatch,
+                                stratified_resamples)
+
 L2_GRID = "1e-5,1e-4,1e-3,3e-3,1e-2,3e-2,1e-1,3e-1,1,3"
 FRACTIONS = (0.05, 0.1, 0.2, 0.5)
 PRIMARY_FRACTION = 0.1
@@ -168,26 +169,9 @@ def fill_cache(name, path, key, what, arr, todo, batches_fn, score_fn, save_ever
 # --------------------------------------------------------------------------------------
 # Statistics
 # --------------------------------------------------------------------------------------
-def auc(scores, labels):
-  from transforms.quality_head import auc as qh_auc
-  return qh_auc(scores, labels)
-
-
 def spearman(a, b):
   from scipy.stats import spearmanr
   return float(spearmanr(a, b).statistic)
-
-
-def stratified_boot(labels, n, seed):
-  rng = np.random.default_rng(seed)
-  pos, neg = np.flatnonzero(labels), np.flatnonzero(~labels)
-  return [np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-          for _ in range(n)]
-
-
-def ci(values):
-  lo, hi = np.percentile(values, [2.5, 97.5])
-  return [float(lo), float(hi)]
 
 
 # --------------------------------------------------------------------------------------
@@ -254,12 +238,12 @@ def part1(args, emb, edu, p_yes, nll, eval_mask, grid):
                  oof_predictions(emb, edu, folds, args.current_l2))[ev],
              "ask_llm_p_yes": p_yes[ev],
              "neg_perplexity": -nll[ev]}
-  boots = stratified_boot(lab_ev, args.bootstrap, args.seed + 1)
-  boot = {m: np.array([auc(s[b], lab_ev[b]) for b in boots]) for m, s in methods.items()}
+  boots = stratified_resamples(lab_ev, args.bootstrap, args.seed + 1)
+  boot = {m: bootstrap_aucs(s, boots) for m, s in methods.items()}
   results = {}
   for m, s in methods.items():
     per_fold = [auc(s[folds[ev] == k], lab_ev[folds[ev] == k]) for k in range(args.folds)]
-    results[m] = {"auc": auc(s, lab_ev), "ci95": ci(boot[m]),
+    results[m] = {"auc": auc(s, lab_ev), "ci95": ci95(boot[m]),
                   "per_fold": per_fold, "per_fold_mean": float(np.mean(per_fold)),
                   "per_fold_sd": float(np.std(per_fold, ddof=1))}
   diffs = {}
@@ -267,7 +251,7 @@ def part1(args, emb, edu, p_yes, nll, eval_mask, grid):
                          ("ask_llm_p_yes", "neg_perplexity")):
     d = boot[a_name] - boot[b_name]
     diffs[f"{a_name} - {b_name}"] = {"diff": results[a_name]["auc"] - results[b_name]["auc"],
-                                     "ci95": ci(d), "frac_le_0": float((d <= 0).mean())}
+                                     "ci95": ci95(d), "frac_le_0": float((d <= 0).mean())}
   return {"eval_docs": int(len(ev)), "positives": int(lab_ev.sum()),
           "negatives": int((~lab_ev).sum()), "folds": args.folds,
           "l2_grid": [{k: v for k, v in r.items() if k != "pred"} for r in table],
@@ -306,17 +290,16 @@ def part2(args, embedder, scorer, head, texts, cached_p_yes):
     run_head()  # warm-up
     scorer.score(t[:4])
   jobs = {"head": run_head, "ask_llm": run_llm}
-  times = {k: [] for k in jobs}
-  p_yes_timed = None
-  for r in range(args.repeats):
-    for name in (("head", "ask_llm") if r % 2 == 0 else ("ask_llm", "head")):
-      start = time.perf_counter()
-      out = jobs[name]()
-      times[name].append(time.perf_counter() - start)
-      if name == "ask_llm":
-        p_yes_timed = out
-      print(f"  round {r + 1} {name:8s} {len(t) / times[name][-1]:8.2f} docs/s "
-            f"({times[name][-1]:.1f} s, load avg {os.getloadavg()[0]:.1f})", flush=True)
+
+  def progress(r, name, run):
+    print(f"  round {r + 1} {name:8s} {len(t) / run[0]:8.2f} docs/s "
+          f"({run[0]:.1f} s, load avg {os.getloadavg()[0]:.1f})", flush=True)
+
+  # Interleaved: head first in even rounds, Ask-LLM first in odd ones.
+  runs = run_interleaved({k: lambda fn=fn: stopwatch(fn) for k, fn in jobs.items()},
+                         interleaved_order(list(jobs), args.repeats), after=progress)
+  times = {k: [secs for secs, _ in v] for k, v in runs.items()}
+  p_yes_timed = runs["ask_llm"][-1][1] if runs["ask_llm"] else None
   dps = {k: len(t) / statistics.median(v) for k, v in times.items()}
   per_round = [a / b for a, b in zip(times["ask_llm"], times["head"])]
   mean_llm, mean_emb = float(np.mean(llm_tokens)), float(np.mean(emb_tokens))
@@ -385,8 +368,8 @@ def part3(args, ids, emb, edu, p_yes, grid, l2_default):
           rng = np.random.default_rng(args.seed + 3)
           u = np.flatnonzero(unseen)
           bs = [rng.choice(u, len(u)) for _ in range(args.bootstrap)]
-          rec["spearman_fixed_l2_ci95"] = ci([spearman(fixed[b], y[b]) for b in bs])
-          rec["spearman_cv_l2_ci95"] = ci([spearman(cv[b], y[b]) for b in bs])
+          rec["spearman_fixed_l2_ci95"] = ci95([spearman(fixed[b], y[b]) for b in bs])
+          rec["spearman_cv_l2_ci95"] = ci95([spearman(cv[b], y[b]) for b in bs])
           rec["grid_spearman_unseen"] = {
               f"{l2:g}": spearman(fit_head(emb[seen], y[seen], l2).predict(emb[unseen]), y[unseen])
               for l2 in grid}
@@ -421,10 +404,10 @@ def fmt_ci(c):
 
 
 # --------------------------------------------------------------------------------------
-def main():
+def build_parser():
   ap = argparse.ArgumentParser(description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--data", default=DATA)
+  add_data_argument(ap, "--data")
   ap.add_argument("--negatives", type=int, default=None,
                   help="Evaluate parts 1-2 on all positives + this many fixed-seed negatives "
                        "(only those are scored by the LLM); part 3 then needs a full cache. "
@@ -447,7 +430,11 @@ def main():
                   help="part 3: seeds of in_teacher_fraction (seed 0 is the headline)")
   ap.add_argument("--cache_dir", default="/tmp")
   ap.add_argument("--out", default="/tmp/quality_head.json")
-  args = ap.parse_args()
+  return ap
+
+
+def main():
+  args = build_parser().parse_args()
 
   import torch
   import transformers
