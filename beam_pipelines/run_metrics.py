@@ -87,11 +87,14 @@ def from_runner(result, job: JobConfig, staging: str, wall_s: float,
       "rejected_by_reason": m.by_suffix(counters, m.REJECTED_PREFIX),
       m.SELECTED: counters.get(m.SELECTED, 0),
   }
-  # A stage's count only where the stage ran (a perplexity run scores nothing with Ask-LLM).
-  if job.runs_ask_llm:
-    counts[m.SCORED] = counters.get(m.SCORED, 0)
-  if job.runs_embeddings:
-    counts[m.EMBEDDED] = counters.get(m.EMBEDDED, 0)
+  # Each signal's documents counter (the registry's `counter`), only where it ran (a
+  # perplexity run scores nothing with Ask-LLM).
+  from beam_pipelines.graph import signal_names
+  from transforms import signals
+  for name in signal_names(job):
+    counter_name = signals.get(name).counter
+    if counter_name:
+      counts[counter_name] = counters.get(counter_name, 0)
   counts.update({k: counters[k] for k in _OPTIONAL_COUNTS if k in counters})
   failed = {k: v for k, v in m.by_suffix(counters, m.SCORING_FAILED_PREFIX).items() if v}
   if failed:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Dict, Optional, Tuple
 
-from transforms.records import CLUSTER, CLUSTER_DISTANCE, DUPLICATE_OF
+from transforms.records import (ASK_LLM_SCORE, CLUSTER, CLUSTER_DISTANCE, DUPLICATE_OF,
+                                QUALITY_SCORE)
 from transforms.sampling import density_sampling_key, quota_key, random_key
 
 # What a sampler needs computed; the graph adds exactly these stages.
@@ -36,11 +37,11 @@ def _worst_last(value, higher_is_better: bool = True) -> tuple:
 
 def ask_llm_key(doc):
   """Best first: highest score, then smallest id, then source (unique per record)."""
-  return (_worst_last(doc.scores.get("ask_llm_score")), doc.id, doc.source)
+  return (_worst_last(doc.scores.get(ASK_LLM_SCORE)), doc.id, doc.source)
 
 
 def quality_key(doc):
-  return (_worst_last(doc.scores.get("quality_score")), doc.id, doc.source)
+  return (_worst_last(doc.scores.get(QUALITY_SCORE)), doc.id, doc.source)
 
 
 def perplexity_key(doc):
@@ -119,18 +120,18 @@ class Sampler:
 
 _TABLE = (
     Sampler("ask_llm", "top-k by Ask-LLM score", (ASK_LLM,), lambda seed: ask_llm_key,
-            ranked_by="ask_llm_score"),
+            ranked_by=ASK_LLM_SCORE),
     Sampler("density", "draw k without replacement with probability proportional to "
             "1/density (coverage)", (EMBEDDINGS, DENSITY), density_sampling_key),
     Sampler("random", "uniform draw", (), random_key),
     Sampler("ask_llm_density", "keep the top --quality_pool_factor x k by Ask-LLM, then "
             "density-sample k from that pool", (ASK_LLM, EMBEDDINGS, DENSITY),
-            density_sampling_key, pool_key=ask_llm_key, pool_ranked_by="ask_llm_score"),
+            density_sampling_key, pool_key=ask_llm_key, pool_ranked_by=ASK_LLM_SCORE),
     Sampler("quality_head", "top-k by the quality head's score (see below)",
-            (EMBEDDINGS, HEAD), lambda seed: quality_key, ranked_by="quality_score"),
+            (EMBEDDINGS, HEAD), lambda seed: quality_key, ranked_by=QUALITY_SCORE),
     Sampler("quality_head_density", "like ask_llm_density with the head",
             (EMBEDDINGS, HEAD, DENSITY), density_sampling_key, pool_key=quality_key,
-            pool_ranked_by="quality_score"),
+            pool_ranked_by=QUALITY_SCORE),
     Sampler("perplexity", "keep the lowest per-token perplexity under --scorer_model (a "
             "causal LM)", (PERPLEXITY,), lambda seed: perplexity_key,
             ranked_by="perplexity", higher_is_better=False),

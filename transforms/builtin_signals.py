@@ -3,6 +3,8 @@ Registered on import of transforms.signals, in the order the graph runs independ
 ones."""
 from __future__ import annotations
 
+from transforms.record_types import (ASK_LLM_SCORE, CLUSTER, CLUSTER_DISTANCE, DUPLICATE_OF,
+                                     QUALITY_SCORE)
 from transforms.signals import FLOAT, INT, TEXT, Column, Signal, register
 
 _STAGES = "transforms.signal_stages"
@@ -12,7 +14,7 @@ ASK_LLM = register(Signal(
     "ask_llm", stage=f"{_STAGES}:ask_llm", codec=f"{_CODECS}:AskLLMCodec",
     counter="scored", model="--scorer_model", error_column=True,
     description="Ask-LLM: an instruction-tuned LLM asked whether the document is informative",
-    writes=(Column("ask_llm_score", FLOAT, "the Ask-LLM score the sampler ranks by", True),
+    writes=(Column(ASK_LLM_SCORE, FLOAT, "the Ask-LLM score the sampler ranks by", True),
             Column("p_yes", FLOAT, "P(yes) at the scorer's first answer position", True),
             Column("p_no", FLOAT, "P(no) at the scorer's first answer position", False))))
 
@@ -32,15 +34,15 @@ EMBEDDINGS = register(Signal(
 QUALITY_HEAD = register(Signal(
     "quality_head", reads=("embeddings",), stage=f"{_STAGES}:quality_head",
     description="a ridge head on the embeddings (fitted to a teacher, or saved)",
-    writes=(Column("quality_score", FLOAT,
+    writes=(Column(QUALITY_SCORE, FLOAT,
                    "the quality head's score (ridge on the embeddings)", True),)))
 
 CLUSTERS = register(Signal(
     "clusters", reads=("embeddings",), stage=f"{_STAGES}:clusters",
     description="spherical k-means on the embeddings",
-    writes=(Column("cluster", INT, "the document's k-means cluster (-1: not computed)",
+    writes=(Column(CLUSTER, INT, "the document's k-means cluster (-1: not computed)",
                    summarised=False),
-            Column("cluster_distance", FLOAT,
+            Column(CLUSTER_DISTANCE, FLOAT,
                    "cosine distance from the document to its cluster's centroid", True))))
 
 # SemDeDup runs inside the clusters stage: it needs the cluster sizes, and the balanced
@@ -48,7 +50,7 @@ CLUSTERS = register(Signal(
 SEMDEDUP = register(Signal(
     "semdedup", reads=("clusters",), stage=f"{_STAGES}:inside_clusters",
     description="SemDeDup: near-duplicates inside each cluster",
-    writes=(Column("duplicate_of", TEXT, "the id of the kept document this one duplicates",
+    writes=(Column(DUPLICATE_OF, TEXT, "the id of the kept document this one duplicates",
                    feature=False, summarised=False),)))
 
 DENSITY = register(Signal(

@@ -24,7 +24,8 @@ import numpy as np
 from transforms.algorithms.cluster_sampling import (  # noqa: F401  (re-exported)
     balanced_quotas, dedup_group, subgroup_bits, subgroup_planes)
 from transforms.metrics import SEMDEDUP_DUPLICATES, SEMDEDUP_SPLIT_GROUPS, counter
-from transforms.records import CLUSTER, DUPLICATE_OF, Document
+from transforms.records import (ASK_LLM_SCORE, CLUSTER, DUPLICATE_OF, QUALITY_SCORE,
+                                Document)
 from transforms.sampling import uniform_from_id
 from transforms.select import resolve_k
 
@@ -143,7 +144,7 @@ class ClusterQuota(beam.PTransform):
 
 def _quality_order(doc: Document):
   """Best kept first: the highest quality score when the run computed one, else by id."""
-  for name in ("quality_score", "ask_llm_score"):
+  for name in (QUALITY_SCORE, ASK_LLM_SCORE):
     value = doc.scores.get(name)
     if value is not None and value == value:
       return (0, -value, doc.id, doc.source)

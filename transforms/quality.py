@@ -14,7 +14,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms import quality_head as qh
 from transforms.metrics import TEACHER, TEACHER_HELD_BACK, counter, stage_clock
-from transforms.records import Document
+from transforms.records import ASK_LLM_SCORE, QUALITY_SCORE, Document
 from transforms.sampling import uniform_from_id
 
 _LOG = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def teacher_value_fn(teacher_field: Optional[str]) -> Callable[[Document], Optio
   """The teacher score of a document, or None when it has none."""
   if teacher_field:
     return lambda doc: doc.fields.get(teacher_field)
-  return lambda doc: doc.scores.get("ask_llm_score")
+  return lambda doc: doc.scores.get(ASK_LLM_SCORE)
 
 
 def _xy(batch, teacher):
@@ -127,7 +127,7 @@ class ReportHeadFit(beam.PTransform):
     pairs = (scored_docs
              | "HeldBack" >> beam.FlatMap(
                  lambda d: [(uniform_from_id(seed, "report\x00" + d.id), d.id, d.source,
-                             teacher(d), d.scores["quality_score"])]
+                             teacher(d), d.scores[QUALITY_SCORE])]
                  if teacher(d) is not None and is_held_back(seed, d.id) else [])
              | "SamplePairs" >> beam.combiners.Top.Of(
                  REPORT_SAMPLE, key=lambda t: t[:3], reverse=True))

@@ -45,20 +45,16 @@ DUPLICATE_KEY = "duplicate_key"
 MAX_ID_BYTES = 1024
 
 EXCERPT_CHARS = 200
-# Every score the job can compute: each is a float feature of every selected record,
-# NaN where the run's sampler did not compute it, so that one reader works for every run
-# (tests/test_training_output.py checks that graph.score_names stays inside this list).
-# The scores of the cluster samplers (transforms/kmeans.py, transforms/cluster_sampling.py).
+# Score names the transforms set (the registry of signals, transforms/builtin_signals.py,
+# declares every score's type and meaning; the features of the selected records come
+# from it).
+ASK_LLM_SCORE = "ask_llm_score"
+QUALITY_SCORE = "quality_score"
 CLUSTER = "cluster"
 CLUSTER_DISTANCE = "cluster_distance"
 DUPLICATE_OF = "duplicate_of"
-SCORE_FEATURES = ("ask_llm_score", "p_yes", "p_no", "perplexity", "mean_nll",
-                  "quality_score", "density", "sampling_weight", CLUSTER_DISTANCE)
-# The integer scores: an int64 feature of every selected record, -1 where not computed.
-INT_SCORE_FEATURES = (CLUSTER,)
+# An integer score where the run did not compute it (e.g. the cluster), in selected/.
 MISSING_INT = -1
-# Scores that are text, in scores/ only (the id SemDeDup kept in a duplicate's place).
-TEXT_SCORES = (DUPLICATE_OF,)
 # --input_format values (transforms/read.py reads them).
 INPUT_FORMATS = ("auto", "jsonl", "text", "tfrecord")
 
