@@ -23,6 +23,9 @@ from models.prompts import resolve_prompt
 from transforms.sketch_hashing import SketchOptions
 
 # Defaults the parser shows and the config resolves (options.py imports them).
+# A run rejecting more than half its records has options that do not fit the data (a
+# wrong --text_field or --input_format) or damaged input; usable corpora reject a few %.
+DEFAULT_MAX_REJECTED_FRACTION = 0.5
 DEFAULT_KEEP_FRACTION = 0.2  # when none of --keep_fraction/--keep_count/--keep_tokens
 
 # The score cache's flush defaults (transforms/score_cache.py keeps the same values for
@@ -148,6 +151,8 @@ class JobConfig:
   gpu_price_per_hour: Optional[float]
   progress_interval: float = 30.0
   signals: Tuple[str, ...] = ()  # --signals: computed besides the sampler's needs
+  # --max_rejected_fraction: a larger rejected share of the records read fails the run.
+  max_rejected_fraction: float = DEFAULT_MAX_REJECTED_FRACTION
   # The options as given (for metrics.json and the launch log).
   options: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -211,6 +216,8 @@ class JobConfig:
         gpu_tokens_per_second=args.gpu_tokens_per_second,
         gpu_price_per_hour=args.gpu_price_per_hour,
         progress_interval=args.progress_interval, signals=tuple(args.signals),
+        max_rejected_fraction=getattr(args, "max_rejected_fraction",
+                                      DEFAULT_MAX_REJECTED_FRACTION),
         options=dict(vars(args)))
 
   @property

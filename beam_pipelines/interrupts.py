@@ -35,18 +35,27 @@ class SignalInterrupt(KeyboardInterrupt):
 
   def __init__(self, signal_name: str):
     super().__init__(signal_name)
-    self.signal_name = signal_name
+    # A runner may re-raise it with its step appended ("SIGINT [while running ...]").
+    self.signal_name = str(signal_name).split()[0] if str(signal_name).strip() else "SIGINT"
 
 
-_STATE = {"deferred": False, "pending": None}
+_STATE = {"deferred": False, "pending": None, "received": None}
+
+
+def received():
+  """The signal that came during this run (None when none did): a runner may wrap the
+  exception the handler raised in one of its own."""
+  return _STATE["received"]
 
 
 def signal_name(e: BaseException) -> str:
-  return getattr(e, "signal_name", "SIGINT")
+  """The signal's name: the one the handler saw, else the exception's."""
+  return _STATE["received"] or getattr(e, "signal_name", "SIGINT")
 
 
 def _on_signal(signum, frame):  # pylint: disable=unused-argument
   name = signal.Signals(signum).name
+  _STATE["received"] = name
   if _STATE["deferred"]:
     _STATE["pending"] = name
     return
@@ -59,6 +68,7 @@ def _on_signal(signum, frame):  # pylint: disable=unused-argument
 @contextlib.contextmanager
 def handled():
   """Installs the handlers (main thread) and restores the earlier ones after."""
+  _STATE["received"] = None
   handlers = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
   try:
     yield

@@ -63,13 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
                   help="File, glob, or comma-separated list (not a directory: use DIR/*); "
                        "local or gs://; .gz, .bz2, .xz and .zst are read transparently.")
   io.add_argument("--output", required=True,
-                  help="Output directory (local or gs://): selected/, scores/, rejected/, "
-                       "metrics.json, report.html and report.json, _SUCCESS (and the "
-                       "sketch or quality head a sampler fitted).")
+                  help="Output directory (local or gs://): selected/ (a further "
+                       "--output_format in selected_FORMAT/), features.json, scores/, "
+                       "rejected/, metrics.json, report.html and report.json, _SUCCESS "
+                       "(and the sketch or quality head a sampler fitted).")
   io.add_argument("--input_format", default="auto", choices=INPUT_FORMATS,
                   help="auto picks by extension (.jsonl/.json, .txt, .tfrecord, optionally "
-                       "compressed); text = one document per line; tfrecord = tf.train.Example "
-                       "with a bytes feature. Default: auto.")
+                       "compressed; .parquet, .arrow, .csv, .tsv, .warc.wet.gz); text = one "
+                       "document per line; tfrecord = tf.train.Example with a bytes feature; "
+                       "parquet/arrow/csv/tsv: a row per document (csv/tsv with a header "
+                       "row); wet: Common Crawl's conversion records. Default: auto.")
   io.add_argument("--text_field", default="text",
                   help="JSON field or Example feature holding the text. Default: text.")
   io.add_argument("--id_field", default=None,
@@ -82,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
                   help="Ids (--id_field) longer than this many bytes (UTF-8) are rejected "
                        "as invalid_id: every rank boundary holds an id, so this bounds "
                        f"their memory. Default: {MAX_ID_BYTES}.")
+  io.add_argument("--max_rejected_fraction", type=fraction,
+                  default=config.DEFAULT_MAX_REJECTED_FRACTION,
+                  help="Fail the run (nothing committed, its outputs kept in staging for "
+                       "inspection) when more than this share of the records read is "
+                       "rejected: that many means options that do not fit the data (a "
+                       "field name, a format) or damaged input, while a usable corpus "
+                       "rejects a few percent. 1 turns the check off. A run with no valid "
+                       "document always fails. Default: "
+                       f"{config.DEFAULT_MAX_REJECTED_FRACTION}.")
   io.add_argument("--overwrite", **FLAG,
                   help="Replace the outputs of an earlier run in --output once this run "
                        "has succeeded (otherwise a non-empty --output is refused); other "

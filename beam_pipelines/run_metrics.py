@@ -206,3 +206,20 @@ class PipelineSummary:
         note="written by the pipeline; see the runner's counters (namespace "
              "select_data) for per-stage counts and times",
         **({"clusters": clusters} if clusters is not None else {}))
+
+
+def run_failure(job: JobConfig, counts: dict) -> Optional[str]:
+  """Why a finished pipeline's run must not be committed: no valid document, or more of
+  the records read rejected than --max_rejected_fraction allows. None when it may."""
+  read, valid = counts.get("read", 0), counts.get("valid", 0)
+  rejected = counts.get("rejected", 0)
+  by_reason = sorted(counts.get("rejected_by_reason", {}).items(), key=lambda kv: (-kv[1], kv[0]))
+  top = ", ".join(f"{reason} {n}" for reason, n in by_reason[:3] if n)
+  why = f" ({top})" if top else ""
+  if valid == 0:
+    return f"the run found no valid document: {read} records read, {rejected} rejected{why}"
+  total = max(read, valid + rejected)
+  if total and rejected / total > job.max_rejected_fraction:
+    return (f"the run rejected {rejected} of {total} records ({rejected / total:.0%}){why}, "
+            f"more than --max_rejected_fraction={job.max_rejected_fraction:g}")
+  return None

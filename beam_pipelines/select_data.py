@@ -92,6 +92,9 @@ def _run_holding(job: JobConfig, args, options, caches, lock, inputs, run_id: st
     write_lib.discard_staging(job.output, staging)
     raise _interrupted(job, e) from None
   except BaseException as e:
+    if interrupts.received():  # the runner wrapped the interrupt in its own error
+      write_lib.discard_staging(job.output, staging)
+      raise _interrupted(job, interrupts.SignalInterrupt(interrupts.received())) from None
     # The earlier run's outputs were never touched; drop this run's partial files.
     _LOG.error("The run failed; %s is as it was before the run", job.output)
     write_lib.discard_staging(job.output, staging)
@@ -112,6 +115,15 @@ def _run_holding(job: JobConfig, args, options, caches, lock, inputs, run_id: st
     write_lib.discard_staging(job.output, staging)
     raise UsageError(f"the run's metrics.json could not be written ({one_line(e)}); "
                      f"{job.output} is as it was before the run") from e
+  failed = run_metrics.run_failure(job, metrics["counts"])
+  if failed:
+    # Not committed, and not discarded: the staged outputs (rejected/ says why each record
+    # was refused) are left for inspection; the lock is released by run().
+    raise UsageError(
+        f"{failed}; nothing was committed and no {write_lib.SUCCESS_FILE} written "
+        f"({job.output} is as it was before the run); its outputs are kept for "
+        f"inspection in {staging} (the next --overwrite or --resume run into "
+        f"{job.output} removes them)")
   if not lock.still_held():
     write_lib.discard_staging(job.output, staging)
     raise UsageError(f"this run lost its lock on {job.output} to another run, so it did not "

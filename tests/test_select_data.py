@@ -143,12 +143,16 @@ def test_output_is_not_overwritten_without_asking(tmp_path, tiny_causal_lm_dir):
   assert ids == {records.text_id(t) for t in GOOD[:5]}
 
 
-def test_empty_input_selects_nothing(tmp_path, tiny_causal_lm_dir):
+def test_an_input_without_a_valid_document_fails_the_run(tmp_path, tiny_causal_lm_dir):
+  # (tests/test_loud_failures.py: the line, the staging kept for inspection.)
   os.makedirs(tmp_path / "in")
-  (tmp_path / "in" / "x.jsonl").write_text(json.dumps({"text": ""}) + "\n")
-  out, metrics = run_job(tmp_path, tiny_causal_lm_dir)
-  assert metrics["counts"]["selected"] == 0 and metrics["counts"]["rejected"] == 1
-  assert read_selected(out) == []
+  (tmp_path / "in" / "x.jsonl").write_text(json.dumps({"id": "a", "text": ""}) + "\n")
+  with pytest.raises(select_data.UsageError,
+                     match="the run found no valid document: 1 records read, 1 rejected "
+                           ".empty_text 1.; nothing was committed"):
+    run_job(tmp_path, tiny_causal_lm_dir, "--max_rejected_fraction=1")
+  assert not os.path.exists(tmp_path / "out" / "_SUCCESS")
+  assert not os.path.exists(tmp_path / "out" / "selected")
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -61,11 +61,12 @@ def test_a_new_signal_reaches_every_output_and_the_cache(tmp_path, text_length):
   rows = table.to_pylist()
   assert len(rows) == 12 and all(r["text_length"] == len(texts[r["id"]]) for r in rows)
   # selected/: features.json, the Parquet and the TFRecord records.
-  spec = json.load(open(out / "selected" / "features.json"))
+  spec = json.load(open(out / "features.json"))
   assert spec["text_length"]["dtype"] == "float32"
   selected = pq.read_table(glob.glob(str(out / "selected" / "*.parquet"))).to_pylist()
   assert [r["text_length"] for r in selected] == [len(texts[r["id"]]) for r in selected]
-  records = tf.data.TFRecordDataset(sorted(glob.glob(str(out / "selected" / "*.tfrecord"))))
+  records = tf.data.TFRecordDataset(sorted(glob.glob(str(out / "selected_tfrecord" /
+                                                             "*.tfrecord"))))
   for raw in records:
     example = tf.train.Example.FromString(raw.numpy())
     doc_id = example.features.feature["id"].bytes_list.value[0].decode()

@@ -55,7 +55,7 @@ def test_hostile_records_end_counted_and_outputs_are_strict_json(tmp_path):
 
   scores = _lines(f"{out}/scores/*.jsonl")
   rejected = _lines(f"{out}/rejected/*.jsonl")
-  selected = _lines(f"{out}/selected/*.jsonl.gz", gzip.open)
+  selected = _lines(f"{out}/selected_jsonl/*.jsonl.gz", gzip.open)
   assert len(scores) == len(selected) == 8 and len(rejected) == 4
   by_source = {row["source"].rsplit("/", 1)[1]: row for row in scores}
   assert by_source["docs.jsonl:1"]["id"] == by_source["docs.jsonl:2"]["id"] == "1"

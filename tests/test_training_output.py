@@ -1,5 +1,5 @@
 """Training-ready output: one TFRecord schema for every sampler (the README's reader
-works on each), selected/features.json, and --tokenizer's targets equal to what
+works on each), features.json, and --tokenizer's targets equal to what
 SentencePiece itself produces."""
 import glob
 import json
@@ -72,7 +72,7 @@ def test_every_sampler_writes_the_same_features(tmp_path, tiny_bert_dir):
     rows = _readme_reader(out)
     assert [int(r["rank"]) for r in rows] == list(range(10))
     assert all(np.isnan(r["ask_llm_score"].numpy()) for r in rows)  # not computed: NaN
-    spec = json.load(open(os.path.join(out, "selected", write.FEATURES_FILE)))
+    spec = json.load(open(os.path.join(out, write.FEATURES_FILE)))
     assert spec == write.features_spec(tokenized=False)
     record = next(iter(tf.data.TFRecordDataset(
         sorted(glob.glob(os.path.join(out, "selected", "*.tfrecord"))))))
@@ -120,7 +120,7 @@ def test_tokenizer_targets_are_sentencepieces_own(tmp_path, spm_model):
   scores = read_jsonl(os.path.join(out, "scores", "*.jsonl"))
   assert sum(s["num_tokens"] for s in scores if s["selected"]) == total
   assert all("num_tokens" not in s for s in scores if not s["selected"])
-  spec_file = json.load(open(os.path.join(out, "selected", write.FEATURES_FILE)))
+  spec_file = json.load(open(os.path.join(out, write.FEATURES_FILE)))
   assert spec_file["targets"] == {"dtype": "int64", "shape": [None]}
 
 
@@ -160,7 +160,7 @@ def test_keep_fields_are_copied_to_every_output(tmp_path):
   fields = ["url", "edu", "flag", "meta", "absent"]
   out, _ = _run(tmp_path, "kf", "--sampler=random", f"--keep_fields={','.join(fields)}",
                 "--scores_format=parquet")
-  spec = json.load(open(os.path.join(out, "selected", write.FEATURES_FILE)))
+  spec = json.load(open(os.path.join(out, write.FEATURES_FILE)))
   assert all(spec[f]["dtype"] == "string" for f in fields)
   parse = {"id": tf.io.FixedLenFeature([], tf.string),
            **{f: tf.io.FixedLenFeature([], tf.string) for f in fields}}
@@ -216,11 +216,12 @@ def test_every_output_format_is_ranked_the_same(tmp_path, spm_model):
   _corpus(str(tmp_path / "in"))
   out, _ = _run(tmp_path, "fmt", "--sampler=random", "--docs_per_file=4",
                 "--output_format=tfrecord,parquet,jsonl", f"--tokenizer={spm_model}")
-  sel = os.path.join(out, "selected")
+  folders = {".tfrecord": "selected", ".parquet": "selected_parquet",
+             ".jsonl.gz": "selected_jsonl"}  # one folder per format, the first selected/
 
   def files(ext):
-    found = sorted(glob.glob(os.path.join(sel, f"*{ext}")))
-    assert len(found) == 3  # 10 documents, at least 4 per file
+    found = sorted(glob.glob(os.path.join(out, folders[ext], "*")))
+    assert len(found) == 3 and all(f.endswith(ext) for f in found)  # >= 4 per file
     return found
   spec = {"id": tf.io.FixedLenFeature([], tf.string),
           "rank": tf.io.FixedLenFeature([], tf.int64),

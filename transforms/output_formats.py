@@ -1,5 +1,5 @@
-"""The formats of the outputs' records, as tables: selected/ (`--output_format`: each
-format is one entry of SELECTED_FORMATS, with its file suffix, its encoder and how a
+"""The formats of the outputs' records, as tables: the selected records
+(`--output_format`: each format is one entry of SELECTED_FORMATS, with its file suffix, its encoder and how a
 reader opens it) and scores/ (`--scores_format`: JSON Lines, or Parquet with a typed
 column per score). The features come from the registry of signals, so every run's
 records have the same ones."""
@@ -78,7 +78,7 @@ def tf_example(doc: Document, rank: int, tokens=None) -> bytes:
 
 
 def features_spec(tokenized: bool, kept_fields: Sequence[str] = ()) -> Dict[str, Dict[str, Any]]:
-  """selected/features.json: each feature's type and shape ([] a scalar, [null] a
+  """features.json (beside the selected folders): each feature's type and shape ([] a scalar, [null] a
   variable-length list), as tf.io parsing specs need them."""
   spec = {"id": {"dtype": "string", "shape": []}, "text": {"dtype": "string", "shape": []},
           "rank": {"dtype": "int64", "shape": []}}

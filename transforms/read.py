@@ -15,6 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
 from transforms import input_files
+from transforms import readers
 from transforms import records
 from transforms import metrics
 from transforms.decompress import open_decompressed
@@ -36,6 +37,7 @@ _EXTENSIONS = {
     ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
     ".txt": "text", ".text": "text",
     ".tfrecord": "tfrecord", ".tfrecords": "tfrecord",
+    ".parquet": "parquet", ".arrow": "arrow", ".csv": "csv", ".tsv": "tsv", ".wet": "wet",
 }
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".lzma", ".xz")
 _BOM = b"\xef\xbb\xbf"
@@ -43,18 +45,22 @@ _BOM = b"\xef\xbb\xbf"
 
 def format_of(path: str, input_format: str) -> str:
   """The record format of one file: --input_format, or by extension when auto."""
-  if input_format != "auto":
-    return input_format
   name = path.lower()
+  compressed = name.endswith(COMPRESSED_SUFFIXES)
   for suffix in COMPRESSED_SUFFIXES:
     if name.endswith(suffix):
       name = name[: -len(suffix)]
-  for ext, fmt in _EXTENSIONS.items():
-    if name.endswith(ext):
-      return fmt
-  raise InputError(
-      f"cannot tell the format of {path} from its extension; pass "
-      "--input_format=jsonl|text|tfrecord")
+  fmt = input_format
+  if fmt == "auto":
+    fmt = next((f for ext, f in _EXTENSIONS.items() if name.endswith(ext)), None)
+  if fmt is None:
+    raise InputError(
+        f"cannot tell the format of {path} from its extension; pass "
+        f"--input_format={'|'.join(FORMATS[1:])}")
+  if compressed and fmt in readers.UNCOMPRESSED_ONLY:
+    raise InputError(f"{path}: a {fmt} file cannot be compressed on top (it compresses "
+                     "its own pages); decompress it")
+  return fmt
 
 
 def _is_directory(pattern: str, matches, timeout_s: float) -> bool:
@@ -145,15 +151,22 @@ def _read_lines(handle, max_bytes: int):
       yield lineno, content, False
 
 
-def iter_file_records(path: str, fmt: str, max_doc_bytes: int
+def iter_file_records(path: str, fmt: str, max_doc_bytes: int, columns=None,
+                      numeric: Sequence[str] = (), part: int = -1
                       ) -> Iterator[Union[records.RawRecord, records.Rejected]]:
   """The records of one file in format `fmt`, in file order: RawRecords, and a Rejected
   for each line over max_doc_bytes or blank jsonl line. A file that cannot be read raises
   where the damage starts (what was yielded before stays valid); lines follow _read_lines.
   Shared by the pipeline's reader and --estimate_only, so that both see the same records.
   Sources name the file as text: a name that is not UTF-8 is spelt with escapes.
+  The other formats (readers.py) read `columns` (all when None; `numeric` ones as
+  numbers from CSV) and a Parquet file's row group `part` (all when -1).
   """
   name = records.safe_str(path)
+  other = _other_reader(path, name, fmt, max_doc_bytes, columns, numeric, part)
+  if other is not None:
+    yield from other
+    return
   with open_decompressed(path) as handle:
     if fmt == "tfrecord":
       count = 0
@@ -173,9 +186,44 @@ def iter_file_records(path: str, fmt: str, max_doc_bytes: int
         yield records.RawRecord(f"{name}:{lineno}", payload, fmt)
 
 
+def _other_reader(path, name, fmt, max_doc_bytes, columns, numeric, part):
+  """The readers.py iterator of a file, or None for the line and TFRecord formats."""
+  if fmt == "parquet":
+    return readers.iter_parquet(path, name, columns, None if part < 0 else part)
+  if fmt == "arrow":
+    return readers.iter_arrow(path, name, columns)
+  if fmt in ("csv", "tsv"):
+    return readers.iter_csv(path, name, "," if fmt == "csv" else "\t", columns, numeric,
+                            max_doc_bytes)
+  if fmt == "wet":
+    return readers.iter_wet(path, name)
+  plain = path.lower()
+  for suffix in COMPRESSED_SUFFIXES:
+    plain = plain[: -len(suffix)] if plain.endswith(suffix) else plain
+  if fmt == "jsonl" and plain.endswith(".json") and readers.starts_json_array(path):
+    return readers.iter_json_array(path, name)
+  return None
+
+
 def _not_read(path: str, reason: str, detail: str) -> records.Rejected:
   _LOG.warning("Not reading %s: %s", path, detail)
   return records.Rejected(records.safe_str(path), reason, "", detail)
+
+
+def _part_name(part: int) -> str:
+  return "" if part < 0 else f":row_group#{part + 1}"
+
+
+def _work_items(wire_path: bytes, input_format: str):
+  """(wire path, part) for each piece of a file read on its own (readers.work_items)."""
+  path = wire_path.decode("utf-8", "surrogateescape")
+  try:
+    fmt = format_of(path, input_format)
+  except InputError:
+    return [(wire_path, -1)]  # reported by the reader
+  if input_files.problem(path):
+    return [(wire_path, -1)]
+  return [(wire_path, part) for _, part in readers.work_items(path, fmt)]
 
 
 def _to_wire(path: str) -> bytes:
@@ -199,12 +247,15 @@ class _ReadFileRecords(beam.DoFn):
   """One matched path -> RawRecords; a path that is gone or not a regular file (never
   opened), or a file that cannot be read -> a rejection."""
 
-  def __init__(self, input_format: str, max_doc_bytes: int):
+  def __init__(self, input_format: str, max_doc_bytes: int, columns=None, numeric=()):
     self._format = input_format
     self._max = max_doc_bytes
+    self._columns = columns
+    self._numeric = tuple(numeric)
 
-  def process(self, wire_path: bytes):
+  def process(self, item):
     stage_clock("read")
+    wire_path, part = item
     path = wire_path.decode("utf-8", "surrogateescape")
     found = input_files.problem(path)
     if found:
@@ -213,7 +264,8 @@ class _ReadFileRecords(beam.DoFn):
     count = 0
     try:
       fmt = format_of(path, self._format)  # Checked up front, but files may change.
-      for record in iter_file_records(path, fmt, self._max):
+      for record in iter_file_records(path, fmt, self._max, self._columns, self._numeric,
+                                      part):
         count += 1
         if isinstance(record, records.Rejected):
           yield beam.pvalue.TaggedOutput(REJECTED_TAG, record)
@@ -227,7 +279,8 @@ class _ReadFileRecords(beam.DoFn):
       # A corrupt or truncated file: report it, keep what was read before the damage.
       _LOG.warning("Cannot read %s after %d records: %s", path, count, e)
       yield beam.pvalue.TaggedOutput(REJECTED_TAG, records.Rejected(
-          f"{records.safe_str(path)}:after#{count}", records.UNREADABLE_FILE, "",
+          f"{records.safe_str(path)}{_part_name(part)}:after#{count}",
+          records.UNREADABLE_FILE, "",
           f"{type(e).__name__}: {str(e)[:300]}"))
 
 
@@ -267,7 +320,7 @@ class ReadDocuments(beam.PTransform):
   Args:
     patterns: file patterns (local or any Beam filesystem such as gs://); .gz and other
       compressions are read transparently.
-    input_format: auto | jsonl | text | tfrecord.
+    input_format: one of records.INPUT_FORMATS (auto: by extension).
     text_field: the JSON field / tf.train.Example feature holding the text.
     id_field: optional field holding the document id (else a hash of the text).
     max_doc_bytes: longer records are rejected as too_large.
@@ -304,10 +357,16 @@ class ReadDocuments(beam.PTransform):
       paths = (pbegin | "Patterns" >> beam.Create([tuple(self._patterns)])
                | "MatchFiles" >> beam.FlatMap(
                    lambda ps: [_to_wire(p) for p in input_files.find_inputs(ps).paths]))
-    # Spread files over workers before the expensive steps.
-    files = paths | "ReshuffleFiles" >> beam.Reshuffle()
+    # Spread files over workers before the expensive steps; a Parquet file is read as
+    # its row groups, spread again, so that one large shard uses many workers.
+    files = (paths | "ReshuffleFiles" >> beam.Reshuffle()
+             | "WorkItems" >> beam.FlatMap(_work_items, self._format)
+             | "ReshuffleParts" >> beam.Reshuffle())
+    columns = tuple(dict.fromkeys(c for c in (self._text_field, self._id_field)
+                                  + self._keep + self._copy if c))
     raw = files | "ReadFileRecords" >> beam.ParDo(
-        _ReadFileRecords(self._format, self._max)).with_outputs(REJECTED_TAG, main="raw")
+        _ReadFileRecords(self._format, self._max, columns, self._keep)
+    ).with_outputs(REJECTED_TAG, main="raw")
     validated = (raw.raw
                  | "CountRead" >> beam.Map(_count_read)
                  | "Validate" >> beam.ParDo(_Validate(

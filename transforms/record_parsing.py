@@ -1,4 +1,5 @@
-"""Parsing and validating one input record (JSON Lines, text or a tf.train.Example) into
+"""Parsing and validating one input record (JSON Lines, text or a tf.train.Example; the
+other readers' rows arrive as JSON objects, transforms/readers.py) into
 a Document or a Rejected with its reason: pure Python, and total (parse_record never
 raises). transforms/records.py re-exports it.
 """
@@ -135,6 +136,8 @@ def parse_record(raw: RawRecord, text_field: str = "text", id_field: Optional[st
   copy_fields: fields copied as they are to the outputs (--keep_fields);
   max_id_bytes: a longer id (UTF-8) is invalid_id."""
   try:
+    if getattr(raw, "fmt", None) == "wet":  # readers.iter_wet: the text and WARC fields
+      text_field, id_field = "text", id_field or "warc_record_id"
     limits = (max_doc_bytes, max_id_bytes)
     doc = _parse_record(raw, text_field, id_field, limits, keep_fields, copy_fields)
     if copy_fields and isinstance(doc, Document):

@@ -37,6 +37,8 @@ INVALID_RECORD = "invalid_record"
 # A JSON object repeats a key the job reads (text, id, teacher or --keep_fields): Python
 # keeps the last value, other parsers the first, so which one is meant is unclear.
 DUPLICATE_KEY = "duplicate_key"
+# A CSV/TSV row whose number of fields differs from the header's.
+INVALID_ROW = "invalid_row"
 
 # --max_id_bytes default. Every rank boundary is a sort key holding an id, and the
 # P + 1 boundaries go to every worker: at 1 KiB an id costs at most 100 MB there at the
@@ -56,7 +58,7 @@ DUPLICATE_OF = "duplicate_of"
 # An integer score where the run did not compute it (e.g. the cluster), in selected/.
 MISSING_INT = -1
 # --input_format values (transforms/read.py reads them).
-INPUT_FORMATS = ("auto", "jsonl", "text", "tfrecord")
+INPUT_FORMATS = ("auto", "jsonl", "text", "tfrecord", "parquet", "arrow", "csv", "tsv", "wet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +105,7 @@ class RawRecord:
   """One record as read from a file, before validation."""
   source: str          # "path:line" or "path:#record"
   payload: bytes
-  fmt: str             # jsonl | text | tfrecord
+  fmt: str             # jsonl | text | tfrecord | wet (a JSON object, from readers.py)
 
 
 def text_id(text: str) -> str:

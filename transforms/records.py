@@ -10,7 +10,7 @@ from transforms.record_types import (ASK_LLM_SCORE, CLUSTER, CLUSTER_DISTANCE,  
                                      DUPLICATE_KEY,
                                      DUPLICATE_OF, EMPTY_TEXT, EXCERPT_CHARS, INPUT_FORMATS,
                                      INVALID_ID, INVALID_JSON,
-                                     INVALID_RECORD, INVALID_TEXT, INVALID_TFRECORD,
+                                     INVALID_RECORD, INVALID_ROW, INVALID_TEXT, INVALID_TFRECORD,
                                      INVALID_UTF8, MAX_ID_BYTES, MISSING_FILE, MISSING_INT,
                                      MISSING_TEXT_FIELD, NOT_A_REGULAR_FILE, NOT_AN_OBJECT,
                                      QUALITY_SCORE, TEXT_NOT_STRING, TOO_LARGE,
@@ -22,7 +22,7 @@ __all__ = [
     # Rejection reasons, limits and score names.
     "INVALID_JSON", "NOT_AN_OBJECT", "MISSING_TEXT_FIELD", "TEXT_NOT_STRING", "EMPTY_TEXT",
     "INVALID_UTF8", "TOO_LARGE", "INVALID_ID", "INVALID_TFRECORD", "UNREADABLE_FILE",
-    "MISSING_FILE", "NOT_A_REGULAR_FILE", "INVALID_TEXT", "INVALID_RECORD", "DUPLICATE_KEY",
+    "MISSING_FILE", "NOT_A_REGULAR_FILE", "INVALID_TEXT", "INVALID_RECORD", "INVALID_ROW", "DUPLICATE_KEY",
     "MAX_ID_BYTES", "EXCERPT_CHARS", "ASK_LLM_SCORE", "QUALITY_SCORE", "CLUSTER",
     "CLUSTER_DISTANCE", "DUPLICATE_OF", "MISSING_INT", "INPUT_FORMATS",
     # The types and plain functions on them.

@@ -24,7 +24,7 @@ from transforms.output_formats import (  # noqa: F401  (re-exported)
 from transforms.output_layout import (  # noqa: F401  (re-exported)
     CLUSTER_STATS_FILE, CLUSTERS_FILE, FEATURES_FILE, HEAD_FILE, HEAD_FIT_FILE, LOCK_FILE,
     METRICS_FILE, OUTPUT_NAMES, REJECTED_DIR, REPORT_DATA_FILE, REPORT_FILE, SCORES_DIR,
-    SELECTED_DIR, SKETCH_FILE, STAGING_ROOT, SUCCESS_FILE)
+    SELECTED_DIR, SKETCH_FILE, STAGING_ROOT, SUCCESS_FILE, selected_dirs)
 from transforms.records import Document, Rejected, score_record, score_row
 
 new_run_id = output_commit.new_run_id
@@ -44,13 +44,12 @@ class _WritePartition(beam.DoFn):
   file under the final name.
   """
 
-  def __init__(self, directory: str, tokenizer: Optional[str] = None,
-               append_eos: bool = False, formats: Sequence[str] = ("tfrecord",),
-               kept_fields: Sequence[str] = ()):
-    self._dir = directory
+  def __init__(self, directories: Dict[str, str], tokenizer: Optional[str] = None,
+               append_eos: bool = False, kept_fields: Sequence[str] = ()):
+    # {format: its folder}, one folder per format (output_layout.selected_dirs).
+    self._dirs = dict(directories)
     self._tokenizer_path = tokenizer
     self._append_eos = append_eos
-    self._formats = tuple(formats)
     self._kept = tuple(kept_fields)
 
   def setup(self):
@@ -66,9 +65,9 @@ class _WritePartition(beam.DoFn):
     tokens = ([None] * len(ranked) if self._tokenizer is None
               else self._tokenizer.tokenize([doc.text for _, doc in ranked]))
     rows = [(doc, rank, ids) for (rank, doc), ids in zip(ranked, tokens)]
-    for fmt in self._formats:
+    for fmt, directory in self._dirs.items():
       data = encode_partition(fmt, rows, self._kept, self._tokenizer is not None)
-      final = FileSystems.join(self._dir, partition_file_name(start, len(ranked), fmt))
+      final = FileSystems.join(directory, partition_file_name(start, len(ranked), fmt))
       if FileSystems.exists(final):
         FileSystems.delete([final])
       write_bytes_atomic(final, data)
@@ -142,7 +141,8 @@ class _ScoreRows(beam.DoFn):
 
 
 class WriteOutputs(beam.PTransform):
-  """Writes selected/ (ranked TFRecords), scores/ and rejected/ under `output`.
+  """Writes selected/ (ranked TFRecords; each further output format in its own folder,
+  output_layout.selected_dirs), features.json, scores/ and rejected/ under `output`.
 
   Input: a dict with `ranked` (from SelectTopK), `not_selected` Documents and
   `rejected` records. Returns a dict of PCollections that are complete when each output
@@ -176,14 +176,15 @@ class WriteOutputs(beam.PTransform):
 
   def expand(self, pcolls):
     out = self._output
-    selected_dir = FileSystems.join(out, SELECTED_DIR)
+    dirs = {fmt: FileSystems.join(out, name)
+            for fmt, name in selected_dirs(self._formats).items()}
     selected = pcolls["ranked"] | "WriteRankedTFRecords" >> beam.ParDo(
-        _WritePartition(selected_dir, self._tokenizer, self._append_eos, self._formats,
-                        self._kept))
+        _WritePartition(dirs, self._tokenizer, self._append_eos, self._kept))
     spec = features_spec(self._tokenizer is not None, self._kept)
+    # Beside the folders, not in one (output_layout.FEATURES_FILE).
+    features = FileSystems.join(out, FEATURES_FILE)
     schema = (pcolls["ranked"].pipeline | "SchemaFile" >> beam.Create([spec])
-              | "WriteSchema" >> beam.Map(
-                  lambda s: write_json_atomic(FileSystems.join(selected_dir, FEATURES_FILE), s)))
+              | "WriteSchema" >> beam.Map(lambda s: write_json_atomic(features, s)))
     to_row = score_row if self._schema is None else score_record
     tags = self._tap.TAGS if self._tap is not None else ()
     parts = [pcoll | f"{label}Rows" >> beam.ParDo(
