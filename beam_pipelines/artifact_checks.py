@@ -27,6 +27,7 @@ def check_model(option: str, kind: str, config) -> Optional[int]:
   id, a GGUF file, remote code the user allowed)."""
   resolved = loading.resolve_model(config.model, kind, config.allow_pickle_weights)
   if resolved.is_hub:
+    _check_hub_reachable(option, config.model)
     return None
   try:
     loading.refuse_remote_code(resolved, kind, config.trust_remote_code)
@@ -42,6 +43,20 @@ def check_model(option: str, kind: str, config) -> Optional[int]:
                      f"({one_line(e)})") from e
   size = getattr(model_config, "hidden_size", None)
   return size if isinstance(size, int) else None
+
+
+def _check_hub_reachable(option: str, model: str) -> None:
+  """Offline (HF_HUB_OFFLINE), a hub id loads only from the local cache: refused before
+  the run when it is not there (else the run fails on the worker after a long wait)."""
+  import os
+  if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
+    return
+  from huggingface_hub import try_to_load_from_cache
+  repo = model.split("@", 1)[0]
+  if not isinstance(try_to_load_from_cache(repo, "config.json"), str):
+    raise UsageError(f"{option} {model} is a Hugging Face Hub id, and HF_HUB_OFFLINE is set "
+                     "with no copy of it in the local cache: download it elsewhere and pass "
+                     "a local directory or a gs:// path")
 
 
 def check_models(job: JobConfig) -> Optional[int]:

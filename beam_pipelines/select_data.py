@@ -146,15 +146,17 @@ def _run_holding(job: JobConfig, args, options, caches, lock, inputs, run_id: st
 def _model_refusal(error: BaseException) -> Optional[str]:
   """The message of a model refused at load time on a worker (runners wrap the error,
   sometimes only as text), so that it reads as one line and not a traceback."""
+  kinds = (loading.ModelLoadError, loading.ModelNotFoundError)  # refused / not found
   seen = error
   while seen is not None:
-    if isinstance(seen, loading.ModelLoadError):
-      return str(seen)
+    if isinstance(seen, kinds):
+      return str(seen).splitlines()[0] if str(seen) else type(seen).__name__
     seen = seen.__cause__ or seen.__context__
   text = str(error)
-  marker = f"{loading.ModelLoadError.__name__}: "
-  if marker in text:
-    return text.split(marker, 1)[1].splitlines()[0].split(" [while running", 1)[0]
+  for kind in kinds:
+    marker = f"{kind.__name__}: "
+    if marker in text:
+      return text.split(marker, 1)[1].splitlines()[0].split(" [while running", 1)[0]
   return None
 
 

@@ -163,3 +163,24 @@ def test_a_refused_sketch_leaves_nothing_and_the_corrected_rerun_runs(tmp_path,
       [a.replace(out, out + "2") for a in argv] + [f"--sketch_from={out}/sketch.npz"],
       test_pipeline=TestPipeline(runner="FnApiRunner"))
   assert again["counts"]["selected"] == 3
+
+
+def test_an_offline_hub_id_not_in_the_cache_is_one_line_before_the_run(tmp_path, capsys,
+                                                                       monkeypatch):
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+  _docs(str(tmp_path / "in"))
+  out = tmp_path / "out"
+  err = _main_error([f"--input={tmp_path}/in/*.jsonl", f"--output={out}", "--id_field=id",
+                     "--scorer_model=someorg/some-model", "--keep_count=2"], capsys)
+  assert "someorg/some-model is a Hugging Face Hub id" in err and "local directory" in err
+  assert not out.exists()
+
+
+def test_dataflow_without_its_options_is_one_line(tmp_path, capsys):
+  _docs(str(tmp_path / "in"))
+  out = tmp_path / "out"
+  err = _main_error([f"--input={tmp_path}/in/*.jsonl", f"--output={out}", "--id_field=id",
+                     "--sampler=random", "--keep_count=2", "--runner=DataflowRunner"], capsys)
+  assert "--runner=DataflowRunner" in err and "project" in err and "temp_location" in err
+  assert not out.exists()

@@ -8,7 +8,7 @@ import os
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from beam_pipelines import checks, select_data
+from beam_pipelines import first_records, select_data
 from beam_pipelines.checks import UsageError
 from beam_pipelines.options import JobConfig, parse_args
 from tests.test_run_safety import _main_error as _main_errors
@@ -49,7 +49,7 @@ def _check(tmp_path, *extra):
   args, _ = parse_args([f"--input={tmp_path}/in/*", f"--output={tmp_path}/o", *extra])
   job = JobConfig.from_args(args)
   from transforms import read as read_lib
-  checks.check_first_records(job, read_lib.checked_inputs(list(job.patterns),
+  first_records.check_first_records(job, read_lib.checked_inputs(list(job.patterns),
                                                           job.input_format))
 
 
