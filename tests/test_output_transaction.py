@@ -15,6 +15,7 @@ from beam_pipelines import select_data
 from transforms import output_commit
 from transforms import output_lock
 from transforms import write as write_lib
+from tests.test_run_safety import _main_error as _cli_error
 
 REPLACES = write_lib.OUTPUT_NAMES
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -180,13 +181,8 @@ def _argv(tmp_path, out, *extra):
 
 
 def _main_error(argv, capsys):
-  with pytest.raises(SystemExit) as e:
-    select_data.main(argv)
-  assert e.value.code == 2
-  err = capsys.readouterr().err
-  lines = [l for l in err.splitlines() if l.strip()]
-  assert "Traceback" not in err and lines[-1].startswith("error: "), err
-  return lines[-1]
+  """The CLI's one `error:` line (exit 2, no traceback: test_run_safety's check)."""
+  return _cli_error(argv, capsys).strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize("name", ["_temporary", "selected", "scores/part", "cache"])
