@@ -14,7 +14,12 @@ import argparse
 import dataclasses
 from typing import Any, Dict, Optional, Tuple
 
+from beam_pipelines import feature_options
 from beam_pipelines import samplers as samplers_lib
+from beam_pipelines.cascade_options import CascadeConfig
+from beam_pipelines.dedup_options import DedupConfig
+from beam_pipelines.grouping_options import GroupingConfig
+from beam_pipelines.precision_options import PrecisionConfig
 from beam_pipelines.samplers import ASK_LLM, EMBEDDINGS, HEAD, PERPLEXITY, Sampler
 from models import loading
 from models.ask_llm import AskLLMConfig
@@ -153,6 +158,11 @@ class JobConfig:
   signals: Tuple[str, ...] = ()  # --signals: computed besides the sampler's needs
   # --max_rejected_fraction: a larger rejected share of the records read fails the run.
   max_rejected_fraction: float = DEFAULT_MAX_REJECTED_FRACTION
+  # The feature option groups (feature_options.FEATURES: one module each).
+  dedup: DedupConfig = dataclasses.field(default_factory=DedupConfig)
+  cascade: CascadeConfig = dataclasses.field(default_factory=CascadeConfig)
+  grouping: GroupingConfig = dataclasses.field(default_factory=GroupingConfig)
+  precision: PrecisionConfig = dataclasses.field(default_factory=PrecisionConfig)
   # The options as given (for metrics.json and the launch log).
   options: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -218,7 +228,7 @@ class JobConfig:
         progress_interval=args.progress_interval, signals=tuple(args.signals),
         max_rejected_fraction=getattr(args, "max_rejected_fraction",
                                       DEFAULT_MAX_REJECTED_FRACTION),
-        options=dict(vars(args)))
+        options=dict(vars(args)), **feature_options.configs(args))
 
   @property
   def runs_ask_llm(self) -> bool:

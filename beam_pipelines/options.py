@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
-from beam_pipelines import config
+from beam_pipelines import config, feature_options
 from beam_pipelines import samplers as samplers_lib
 from beam_pipelines.checks import (UsageError, check_runner, check_sampler_options,
                                    check_scorer_options, make_local_directory, one_line,
@@ -324,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                   help="Allow pickle checkpoints (.bin/.pt); they can run code when loaded.")
   sc.add_argument("--trust_remote_code", **FLAG,
                   help="Allow model repositories to run their own Python code.")
+  feature_options.add_all(p)  # dedup, cascade, grouping, precision: one module each
   return p
 
 
