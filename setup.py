@@ -21,6 +21,7 @@ REQUIRED = [
     "numpy==2.4.6",
     "scipy==1.17.1",
     "matplotlib==3.11.2",       # report.html's charts (inline SVG)
+    "pyyaml==6.0.4",            # --config=FILE in YAML (the version Beam installs)
 ]
 
 TEST = [
@@ -38,6 +39,7 @@ TEST = [
     # Open each selected folder as a dataset, as users do (tests/test_output_folders.py).
     "pandas==3.1.1",
     "datasets==5.2.0",
+    "datasketch==2.0.0",  # the reference MinHash the dedup tests compare signatures with
 ]
 
 setuptools.setup(

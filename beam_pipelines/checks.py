@@ -242,7 +242,7 @@ def check_sampler_options(job: JobConfig) -> None:
       raise UsageError(f"--sampler={job.sampler.name} needs exactly one of --teacher_field, "
                        "--teacher_fraction (Ask-LLM on that fraction) or --quality_head "
                        f"(a saved head); got {', '.join('--' + o for o in teacher_opts) or 'none'}")
-  elif teacher_opts:
+  elif teacher_opts and not (job.cascade.uses_head and teacher_opts == ["quality_head"]):
     raise UsageError(f"{', '.join('--' + o for o in teacher_opts)} only apply to "
                      f"--sampler={' or '.join(head)}")
 

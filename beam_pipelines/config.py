@@ -19,6 +19,7 @@ from beam_pipelines import samplers as samplers_lib
 from beam_pipelines.cascade_options import CascadeConfig
 from beam_pipelines.dedup_options import DedupConfig
 from beam_pipelines.grouping_options import GroupingConfig
+from beam_pipelines import precision_options
 from beam_pipelines.precision_options import PrecisionConfig
 from beam_pipelines.samplers import ASK_LLM, EMBEDDINGS, HEAD, PERPLEXITY, Sampler
 from models import loading
@@ -243,7 +244,7 @@ class JobConfig:
 
   @property
   def runs_embeddings(self) -> bool:
-    return self.sampler.uses(EMBEDDINGS)
+    return self.sampler.uses(EMBEDDINGS) or self.cascade.uses_head  # the cascade's head
 
   @property
   def perplexity(self):
@@ -281,14 +282,16 @@ def ask_llm_config(args) -> AskLLMConfig:
       yes_tokens=tuple(args.yes_tokens), no_tokens=tuple(args.no_tokens),
       chat_template=chat, score=score, device=args.device,
       allow_pickle_weights=args.allow_pickle_weights,
-      trust_remote_code=args.trust_remote_code)
+      trust_remote_code=args.trust_remote_code,
+      precision=precision_options.resolved(args, "scorer"))
 
 
 def perplexity_config(args):
   from models.perplexity import PerplexityConfig
   return PerplexityConfig(model=args.scorer_model, max_tokens=args.max_tokens,
                           device=args.device, allow_pickle_weights=args.allow_pickle_weights,
-                          trust_remote_code=args.trust_remote_code)
+                          trust_remote_code=args.trust_remote_code,
+                          precision=precision_options.resolved(args, "perplexity"))
 
 
 def embedding_config(args) -> EmbeddingConfig:
@@ -296,7 +299,8 @@ def embedding_config(args) -> EmbeddingConfig:
   return EmbeddingConfig(model=args.embedding_model,
                          max_tokens=DEFAULT_EMBEDDING_TOKENS if tokens is None else tokens,
                          device=args.device, allow_pickle_weights=args.allow_pickle_weights,
-                         trust_remote_code=args.trust_remote_code)
+                         trust_remote_code=args.trust_remote_code,
+                         precision=precision_options.resolved(args, "embedding"))
 
 
 def head_options(args) -> Tuple[Optional[str], int]:
@@ -310,11 +314,14 @@ def head_options(args) -> Tuple[Optional[str], int]:
   """
   head, tokens = args.quality_head, args.embedding_max_tokens
   sampler = samplers_lib.SAMPLERS[args.sampler]
-  implicit = (sampler.uses(HEAD) and head is None and args.teacher_field is None
+  # --judge_fraction's cheap signal is the bundled head unless --quality_head names one.
+  uses_head = sampler.uses(HEAD) or (getattr(args, "judge_fraction", None) is not None and
+                                     getattr(args, "cascade_signal", HEAD) == HEAD)
+  implicit = (uses_head and head is None and args.teacher_field is None
               and args.teacher_fraction is None)
   if implicit:
     head = loading.BUNDLED_HEAD
-  if sampler.uses(HEAD) and head == loading.BUNDLED_HEAD:
+  if uses_head and head == loading.BUNDLED_HEAD:
     from beam_pipelines.checks import check_bundled_head  # checks.py imports this module
     tokens = check_bundled_head(args, implicit)
   return head, DEFAULT_EMBEDDING_TOKENS if tokens is None else tokens

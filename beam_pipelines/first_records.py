@@ -7,6 +7,7 @@ from typing import List, Optional
 
 from beam_pipelines.checks import UsageError
 from beam_pipelines.config import JobConfig
+from transforms import field_paths
 
 # check_first_records reads at most this many records of each of the first files.
 FIRST_FILES, FIRST_RECORDS = 3, 100
@@ -21,7 +22,7 @@ def first_input_paths(inputs) -> List[str]:
 
 
 def _record_fields(raw) -> dict:
-  """{field: a sample value} of a raw record (a JSON object's keys, an Example's
+  """{field: a sample value} of a raw record (a JSON object's keys and paths, an Example's
   features); {} for a record that has none (plain text, or one that does not parse)."""
   import json
   try:
@@ -37,7 +38,8 @@ def _record_fields(raw) -> dict:
     if raw.fmt in ("text", "wet"):
       return {}
     obj = json.loads(raw.payload)
-    return obj if isinstance(obj, dict) else {}
+    # Nested objects' keys as dotted paths too (meta.url): the options accept them.
+    return dict(field_paths.iter_paths(obj)) if isinstance(obj, dict) else {}
   except Exception:  # pylint: disable=broad-except  (the pipeline rejects it, with why)
     return {}
 

@@ -14,9 +14,11 @@ from typing import Dict, List, Optional
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipelines import run_metrics
+from beam_pipelines import grouping_options as grouping
+from beam_pipelines import report_groups, run_metrics
 from beam_pipelines.options import JobConfig
 from beam_pipelines.samplers import ASK_LLM
+from transforms import dedup as dedup_lib
 from transforms import read as read_lib
 from transforms import signal_stages, signals
 from transforms import write as write_lib
@@ -34,13 +36,21 @@ def signal_names(job: JobConfig) -> List[str]:
   if job.runs_ask_llm:
     names.insert(0, ASK_LLM)
   names += [n for n in getattr(job, "signals", ()) if n not in names]
-  return [s.name for s in signals.in_order(names)]
+  ordered = [s.name for s in signals.in_order(names)]
+  if "embeddings" in ordered and "topics" not in ordered and grouping.computes_topics(job):
+    ordered = [s.name for s in signals.in_order(names + ["topics"])]  # topics: issue 31
+  cascade = getattr(job, "cascade", None)
+  if cascade is not None and cascade.enabled:  # the judge after the cheap signal
+    from transforms.cascade import CASCADE_SIGNAL, signal_order
+    ordered = signal_order(ordered + [cascade.signal, CASCADE_SIGNAL], cascade.signal)
+  return ordered
 
 
 def score_names(job: JobConfig) -> List[str]:
   """The scores this job can give a document (the columns of a Parquet scores/), from the
   registry's declarations of its signals."""
-  names = [c.name for c in signals.columns_of(signal_names(job))]
+  dedup = [dedup_lib.SIGNAL] if job.dedup.enabled else []  # copy_of, copy_kind
+  names = [c.name for c in signals.columns_of(signal_names(job) + dedup)]
   if job.tokenizer:
     names += [write_lib.NUM_TOKENS]  # of the selected documents
   return names
@@ -69,16 +79,20 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
       job.patterns, input_format=job.input_format, text_field=job.text_field,
       id_field=job.id_field, max_doc_bytes=job.max_doc_bytes, max_id_bytes=job.max_id_bytes,
       keep_fields=[job.teacher_field] if job.teacher_field else [],
-      copy_fields=job.keep_fields, inputs=inputs)
-  docs = read["documents"]
-  total = beam.pvalue.AsSingleton(docs | "CountValid" >> beam.combiners.Count.Globally())
+      copy_fields=report_groups.copy_fields(job), inputs=inputs)
+  docs = report_groups.with_group_field(job, read["documents"])
+  valid = beam.pvalue.AsSingleton(docs | "CountValid" >> beam.combiners.Count.Globally())
+  # --dedup: copies leave here, before any model; `total` (the N of --keep_fraction)
+  # counts the documents kept.
+  docs, copies, total = dedup_lib.deduplicate(job.dedup, job.seed, docs, valid, staging,
+                                              written)
   model_args = dict(batch_tokens=job.batch_tokens, large_model=job.large_model,
                     model_copies=job.model_copies, total=total,
                     progress_interval_s=job.progress_interval)
   ctx = signal_stages.StageContext(
       p=p, job=job, signals=signal_names(job), caches=caches, model_args=model_args,
       total=total, staging=staging, written=written, accelerator=job.inference_accelerator)
-  for signal in signals.in_order(ctx.signals):  # each after the signals it reads
+  for signal in map(signals.get, ctx.signals):  # signal_names' order: each after what it reads
     docs = signal_stages.stage_of(signal)(ctx, docs)
   if ctx.unembedded is not None:
     docs = (docs, ctx.unembedded) | "MergeUnembedded" >> beam.Flatten()
@@ -86,6 +100,7 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
   if job.keep_tokens:
     docs = docs | "CountTokens" >> CountTokens(job.tokenizer, job.append_eos)
   selection, rest = _select(job, docs, total)
+  rest = dedup_lib.with_copies(rest, copies)  # in scores/, never selected
   statistics = _report_statistics(job) if job.report else None
   tap = statistics.tap() if statistics is not None else None
   outputs = ({"ranked": selection["ranked"], "not_selected": rest,
@@ -99,6 +114,8 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
                                               tap=tap))
   tapped = outputs.pop("tap", None)
   written.extend(outputs.values())
+  written.extend(report_groups.write_group_stats(job, selection["ranked"], rest, staging,
+                                                 report_score_names(job)))
   if statistics is not None:
     # The report's per-document part ran in the scores/ step (see ReportTap).
     stats = ({"summaries": tapped[SUMMARY_TAG], "columns": tapped[COLUMNS_TAG],
@@ -112,7 +129,7 @@ def build_pipeline(p: beam.Pipeline, job: JobConfig, staging: Optional[str] = No
         job.output, staging, write_lib.OUTPUT_NAMES, written,
         run_metrics.PipelineSummary(job, caches, staging,
                                     inputs.counts() if inputs is not None else None),
-        side_inputs=(total, run_metrics.rejected_by_reason(read["rejected"]),
+        side_inputs=(valid, run_metrics.rejected_by_reason(read["rejected"]),
                      beam.pvalue.AsSingleton(selection["plan"])),
         before_move=report.ReportWriter(job, caches) if job.report else None)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
-from beam_pipelines import config, feature_options
+from beam_pipelines import config, config_file, feature_options
 from beam_pipelines import samplers as samplers_lib
 from beam_pipelines.checks import (UsageError, check_runner, check_sampler_options,
                                    check_scorer_options, make_local_directory, one_line,
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "--output_format in selected_FORMAT/), features.json, scores/, "
                        "rejected/, metrics.json, report.html and report.json, _SUCCESS "
                        "(and the sketch or quality head a sampler fitted).")
+  io.add_argument(config_file.OPTION, default=None, metavar="FILE", help=config_file.HELP)
   io.add_argument("--input_format", default="auto", choices=INPUT_FORMATS,
                   help="auto picks by extension (.jsonl/.json, .txt, .tfrecord, optionally "
                        "compressed; .parquet, .arrow, .csv, .tsv, .warc.wet.gz); text = one "
@@ -74,10 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "parquet/arrow/csv/tsv: a row per document (csv/tsv with a header "
                        "row); wet: Common Crawl's conversion records. Default: auto.")
   io.add_argument("--text_field", default="text",
-                  help="JSON field or Example feature holding the text. Default: text.")
+                  help="JSON field or Example feature holding the text; a dotted path "
+                       "(meta.body) reads a nested object or Parquet struct, and a key "
+                       "that holds the dot itself wins where it exists (this holds for "
+                       "every field option). Default: text.")
   io.add_argument("--id_field", default=None,
-                  help="Field holding the document id; without it the id is a hash of the "
-                       "text.")
+                  help="Field (or dotted path) holding the document id; without it the "
+                       "id is a hash of the text.")
   io.add_argument("--max_doc_bytes", type=positive_int, default=10 * 1024 * 1024,
                   help="Longer documents are rejected as too_large; shorter ones are kept "
                        "whole (truncated only for scoring). Default: 10485760.")
@@ -121,10 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "(file order, then record order, is rank order) with the same "
                        "fields. Default: tfrecord.")
   tk.add_argument("--keep_fields", type=field_names, default=(),
-                  help="Comma-separated input fields to copy into selected/ (a string "
-                       "feature: strings as they are, numbers, booleans, lists and objects "
-                       "as JSON text, a missing field as the empty string) and scores/ (as "
-                       "they are; null when missing), e.g. url,edu_score. Default: none.")
+                  help="Comma-separated input fields or dotted paths (meta.url) to copy "
+                       "into selected/ and scores/, keeping their type: bool, int, float, "
+                       "string or nested (a Parquet struct/list) when every record "
+                       "agrees, else JSON text; features.json says which "
+                       "(docs/outputs.md), e.g. url,edu_score. Default: none.")
   tk.add_argument("--signals", type=signal_names, default=(),
                   help="Comma-separated signals to compute in this run besides those the "
                        "sampler needs (their scores go to scores/ and every selected "
@@ -166,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                        f"{CACHE_FLUSH_SECONDS:g}.")
 
   sel = p.add_argument_group("selection")
-  sel.add_argument("--sampler", default=samplers_lib.DEFAULT,
+  sel.add_argument("--sampler", default=None,
                    choices=tuple(samplers_lib.SAMPLERS), help=samplers_lib.parser_help())
   sel.add_argument("--quality_pool_factor", type=positive_float, default=2.0,
                    help="ask_llm_density, quality_head_density: the quality pool holds "
@@ -197,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
       "quality head (a ridge head on the embeddings: the bundled one, or one fitted to a "
       "teacher score)")
   hd.add_argument("--teacher_field", default=None,
-                  help="Numeric input field holding a teacher score (e.g. an earlier GPU "
+                  help="Numeric input field (or dotted path) holding a teacher score (e.g. an earlier GPU "
                        "Ask-LLM run, or labels); records with it form the teacher set.")
   hd.add_argument("--teacher_fraction", type=fraction, default=None,
                   help="Run Ask-LLM only on this deterministic fraction of the documents "
@@ -310,9 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
                   help="Load exactly this many model copies per worker VM.")
   est = p.add_argument_group("cost estimate")
   est.add_argument("--estimate_only", **FLAG,
-                   help="Read a sample of the input, count prompt tokens with the scorer's "
-                        "tokenizer, print the expected documents, tokens and GPU-hours for "
-                        "the whole input, and exit without running inference.")
+                   help="Read a sample of the input and print, for each stage the sampler "
+                        "would run (judge, perplexity, embeddings, quality head, k-means, "
+                        "density sketch; the cascade's share), the expected documents, "
+                        "tokens (each model's tokenizer) and GPU-hours for the whole input, "
+                        "saying which rates are measured and which assumed; exit without "
+                        "running inference.")
+  est.add_argument("--estimate_format", default="table", choices=("table", "json"),
+                   help="--estimate_only prints a table of the stages (table) or their "
+                        "JSON (json). Default: table.")
   est.add_argument("--estimate_sample", type=positive_int, default=1000,
                    help="Documents read for --estimate_only. Default: 1000.")
   est.add_argument("--gpu_tokens_per_second", type=positive_float, default=None,
@@ -331,9 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Optional[List[str]] = None):
   """Returns (our options, Beam PipelineOptions from the remaining arguments)."""
   parser = build_parser()
+  # --config=FILE: the file's options go first, so the command line overrides them.
+  argv, loaded = config_file.expand(parser, argv, config_file.beam_option_names)
   args, beam_args = parser.parse_known_args(argv)
+  config_file.record(args, loaded)
   if args.keep_fraction is None and args.keep_count is None and args.keep_tokens is None:
     args.keep_fraction = config.DEFAULT_KEEP_FRACTION
+  if args.sampler is None:  # the bundled head unless a model is named (samplers.py)
+    args.sampler = samplers_lib.default_sampler(
+        args.scorer_model != loading.DEFAULT or args.embedding_model != loading.DEFAULT
+        or getattr(args, "judge_fraction", None) is not None)
   unknown = _unknown_beam_args(beam_args)
   if unknown:
     parser.error(f"unknown option(s): {' '.join(unknown)} (neither this job's nor Beam's)")

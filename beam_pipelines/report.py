@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
+from beam_pipelines import report_cascade, report_dedup, report_groups
 from beam_pipelines.options import JobConfig
 from beam_pipelines.report_html import _esc
 from beam_pipelines.report_sections import (_clusters, _density, _examples, _files,
@@ -36,8 +37,9 @@ pre{white-space:pre-wrap;background:#f6f8fa;padding:8px;max-height:260px;overflo
 
 
 def render(job: JobConfig, metrics: dict, stats: Optional[dict],
-           model_ids: Optional[Dict[str, Any]] = None) -> str:
-  """The report page. `stats` is report.json (None when the run wrote none)."""
+           model_ids: Optional[Dict[str, Any]] = None, groups: Optional[dict] = None) -> str:
+  """The report page. `stats` is report.json (None when the run wrote none); `groups`
+  is groups.json (report_groups.py)."""
   body = [f"<h1>Data selection report</h1><p class='muted'>{_esc(job.output)} · written "
           f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} · details in "
           "metrics.json, every score in scores/</p>",
@@ -48,7 +50,9 @@ def render(job: JobConfig, metrics: dict, stats: Optional[dict],
     body += [_scores(stats), _files(stats), _clusters(stats, metrics), _examples(stats)]
   else:
     body.append("<p>No valid documents: nothing was scored or selected.</p>")
-  body += [_quality_head(metrics), _density(metrics)]
+  body += [report_dedup.section(metrics), report_groups.section(groups), _quality_head(metrics),
+           _density(metrics),
+           report_cascade.section(metrics)]
   if "note" in metrics:
     body.append(f"<p class='muted'>{_esc(metrics['note'])}</p>")
   return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
@@ -80,7 +84,7 @@ class ReportWriter:
     if FileSystems.exists(data_path):
       with FileSystems.open(data_path) as f:
         stats = json.loads(f.read().decode("utf-8"))
-    page = render(self._job, metrics, stats, self._ids)
+    page = render(self._job, metrics, stats, self._ids, report_groups.load(staging))
     path = FileSystems.join(staging, write_lib.REPORT_FILE)
     write_lib.write_bytes_atomic(path, page.encode("utf-8"))
     return path

@@ -10,6 +10,7 @@ import platform
 from importlib import metadata
 from typing import Any, Dict, Optional
 
+from beam_pipelines import precision_options
 from beam_pipelines.options import JobConfig
 from beam_pipelines.report_charts import _bar_chart, _histogram_chart, _scatter_chart
 from beam_pipelines.report_html import _esc, _num, _table
@@ -50,6 +51,10 @@ def _run_card(job: JobConfig, metrics: dict, model_ids: Dict[str, Any]) -> str:
           ("seed", _esc(job.seed)),
           ("input", "<br>".join(_esc(p) for p in job.patterns)),
           ("output", _esc(job.output))]
+  config = metrics.get("config_file")
+  if config:  # --config=FILE
+    rows.append(("config file", f"{_esc(config['path'])}<br><span class='muted'>sha256 "
+                                f"{_esc(config['sha256'])}</span>"))
   for role, name in metrics.get("models", {}).items():
     identity = model_ids.get(role)
     rows.append((f"{role} model", _esc(name) + (
@@ -63,6 +68,9 @@ def _run_card(job: JobConfig, metrics: dict, model_ids: Dict[str, Any]) -> str:
       template = "auto (decided when the model loads: not loaded in this run)"
     rows.append(("prompt", f"sha256 {digest}; chat template {_esc(template)}; "
                            f"score {_esc(ask['score'])}<pre>{_esc(ask['prompt'])}</pre>"))
+  precision = precision_options.report_line(metrics)
+  if precision:
+    rows.append(("precision", _esc(precision)))
   rows.append(("versions", _esc(", ".join(f"{k} {v}" for k, v in _versions().items()))))
   if "wall_time_s" in metrics:
     rows.append(("wall time", f"{metrics['wall_time_s']:.1f} s"))

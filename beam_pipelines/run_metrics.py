@@ -15,7 +15,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
-from beam_pipelines import caching
+from beam_pipelines import caching, precision_options, report_cascade, report_dedup
 from beam_pipelines.options import JobConfig
 from beam_pipelines.samplers import CLUSTERS, DENSITY, HEAD
 from transforms import quality_head, sketch_io
@@ -23,7 +23,7 @@ from transforms import metrics as m
 from transforms.write import CLUSTER_STATS_FILE, CLUSTERS_FILE, HEAD_FIT_FILE, SKETCH_FILE
 
 # Counters reported when the runner saw them.
-_OPTIONAL_COUNTS = (m.QUALITY_POOL, m.TEACHER, m.TEACHER_HELD_BACK, m.PERPLEXITY,
+_OPTIONAL_COUNTS = (m.DEDUP_UNCONVERGED, m.QUALITY_POOL, m.TEACHER, m.TEACHER_HELD_BACK, m.PERPLEXITY,
                     m.SELECTED_TOKENS, m.SEMDEDUP_DUPLICATES, m.SEMDEDUP_SPLIT_GROUPS)
 
 
@@ -51,6 +51,9 @@ def metrics_document(job: JobConfig, counts: Dict[str, Any],
                    "no_tokens": list(scorer.no_tokens)}
                   if job.runs_ask_llm else None),
   }
+  if job.options.get("config"):  # --config=FILE: which file, and its exact bytes
+    doc["config_file"] = {"path": job.options["config"],
+                          "sha256": job.options.get("config_sha256")}
   if stage_times is not None:
     doc["stage_wall_time_s"] = stage_times
   if wall_s is not None:
@@ -122,16 +125,21 @@ def from_runner(result, job: JobConfig, staging: str, wall_s: float,
   clusters = cluster_stats(job, staging)
   if clusters is not None:
     extra["clusters"] = clusters
+  _add_dedup(job, staging, counts, extra)
   if job.keep_tokens and counts.get(m.SELECTED_TOKENS, 0) < job.keep_tokens:
     extra["note"] = (f"--keep_tokens={job.keep_tokens} is more than the corpus holds "
                      f"({counts.get(m.SELECTED_TOKENS, 0)} tokens): every document was "
                      "selected")
   stage_times = {k: round((hi - lo) / 1000.0, 3) for k, (lo, hi) in clocks.items()}
+  cascade = report_cascade.metrics_part(job, staging, counters, stage_times)
+  if cascade is not None:  # --judge_fraction
+    extra["cascade"] = cascade
   doc = metrics_document(job, counts, stage_times, wall_s, **extra)
   # What the scorer decided when it loaded: --chat_template=auto as actually used.
   resolved = model_settings(counters).get("ask_llm", {})
   if doc["ask_llm"] is not None and "chat_template" in resolved:
     doc["ask_llm"]["chat_template_used"] = resolved["chat_template"]
+  doc["precision"] = precision_options.metrics_part(job, model_settings(counters))
   return doc
 
 
@@ -201,11 +209,24 @@ class PipelineSummary:
     if self._files is not None:
       counts["files"] = dict(self._files)
     clusters = cluster_stats(self._job, self._staging) if self._staging else None
+    cascade = (report_cascade.metrics_part(self._job, self._staging) if self._staging
+               else None)
+    extra: Dict[str, Any] = {}
+    _add_dedup(self._job, self._staging, counts, extra)
     return metrics_document(
-        self._job, counts, cache=caching.cache_metrics(self._job, self._caches),
+        self._job, counts, cache=caching.cache_metrics(self._job, self._caches), **extra,
         note="written by the pipeline; see the runner's counters (namespace "
              "select_data) for per-stage counts and times",
-        **({"clusters": clusters} if clusters is not None else {}))
+        **({"clusters": clusters} if clusters is not None else {}),
+        **({"cascade": cascade} if cascade is not None else {}))
+
+
+def _add_dedup(job: JobConfig, staging: Optional[str], counts: dict, extra: dict) -> None:
+  """--dedup's funnel: counts `duplicates` ({exact, minhash}) and `dedup` (dedup.json)."""
+  dedup = report_dedup.dedup_metrics(job, staging)
+  if dedup is not None:
+    counts["duplicates"] = dict(dedup["duplicates"])
+    extra["dedup"] = dedup
 
 
 def run_failure(job: JobConfig, counts: dict) -> Optional[str]:

@@ -15,6 +15,7 @@ from typing import Callable, Dict, Optional, Tuple
 from transforms.records import (ASK_LLM_SCORE, CLUSTER, CLUSTER_DISTANCE, DUPLICATE_OF,
                                 QUALITY_SCORE)
 from transforms.sampling import density_sampling_key, quota_key, random_key
+from transforms.algorithms.cascade_recall import CASCADE_GROUP, CASCADE_SCORE, NOT_JUDGED
 
 # What a sampler needs computed; the graph adds exactly these stages.
 ASK_LLM = "ask_llm"          # Ask-LLM scores on every document
@@ -36,7 +37,13 @@ def _worst_last(value, higher_is_better: bool = True) -> tuple:
 
 
 def ask_llm_key(doc):
-  """Best first: highest score, then smallest id, then source (unique per record)."""
+  """Best first: highest score, then smallest id, then source (unique per record). With
+  --judge_fraction, a document the judge did not score comes after every judged one, by
+  the cheap score (transforms/cascade.py), and before those the judge failed on."""
+  if doc.scores.get(CASCADE_GROUP) == NOT_JUDGED:
+    cheap = doc.scores.get(CASCADE_SCORE)
+    tier = (0.5, -cheap) if cheap is not None and cheap == cheap else (0.75, 0.0)
+    return (tier, doc.id, doc.source)
   return (_worst_last(doc.scores.get(ASK_LLM_SCORE)), doc.id, doc.source)
 
 
@@ -137,7 +144,10 @@ _TABLE = (
             ranked_by="perplexity", higher_is_better=False),
     _balanced("balanced", "cluster-balanced: k-means clusters of the embeddings, the cap x "
               "with sum over clusters of min(x, size) = k, and min(x, size) documents drawn "
-              "from each cluster (coverage of topics)", (EMBEDDINGS, CLUSTERS), random_key),
+              "from each cluster (coverage of topics); --balance_by=topic or field:NAME caps "
+              "those groups instead (topics: each quota filled most confident first). On "
+              "skewed corpora the cap over clusters gains little topic balance: use "
+              "--balance_by=topic, or balanced_far", (EMBEDDINGS, CLUSTERS), random_key),
     _balanced("balanced_far", "like balanced, each cluster's quota filled with the "
               "documents farthest from its centroid (prototypes inside the cap)",
               (EMBEDDINGS, CLUSTERS), lambda seed: prototype_key),
@@ -154,7 +164,16 @@ _TABLE = (
             ranked_by="cluster_distance"),
 )
 SAMPLERS: Dict[str, Sampler] = {s.name: s for s in _TABLE}
-DEFAULT = "ask_llm"
+DEFAULT = "ask_llm"  # once a model is named (--scorer_model, --embedding_model, the cascade)
+# With only the bundled models: their best selection. The bundled head separates a 70B
+# judge's educational pages at ROC AUC 0.88 against 0.68 for the bundled 135M judge, and
+# runs 11.7x as fast (docs/measurements.md#the-bundled-quality-head).
+BUNDLED_DEFAULT = "quality_head"
+
+
+def default_sampler(names_a_model: bool) -> str:
+  """--sampler when none is given (options.parse_args)."""
+  return DEFAULT if names_a_model else BUNDLED_DEFAULT
 
 
 def names_using(stage: str) -> Tuple[str, ...]:
@@ -163,4 +182,8 @@ def names_using(stage: str) -> Tuple[str, ...]:
 
 def parser_help() -> str:
   return (" ".join(f"{s.name}: {s.help}." for s in _TABLE)
-          + f" Draws are deterministic given --seed. Default: {DEFAULT}.")
+          + f" Draws are deterministic given --seed. Default: {BUNDLED_DEFAULT} with the "
+          "bundled models (the bundled head: ROC AUC 0.88 against a 70B judge's labels, "
+          "against 0.68 for the bundled 135M judge, at 11.7x its speed); "
+          f"{DEFAULT} once --scorer_model, --embedding_model or --judge_fraction names "
+          "a model or a cascade.")

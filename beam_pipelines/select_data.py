@@ -12,7 +12,6 @@ samplers.py.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -31,6 +30,7 @@ os.environ.update(_QUIET_ENV)
 # TensorFlow or torch (the functions below import what they use).
 from beam_pipelines.checks import (UsageError, check_job,  # noqa: E402
                                    import_tensorflow_quietly, one_line, resolve_job)
+from beam_pipelines import precision_options  # noqa: E402
 from beam_pipelines.config import JobConfig  # noqa: E402
 from beam_pipelines.options import parse_args  # noqa: E402
 from models import loading  # noqa: E402
@@ -45,6 +45,7 @@ def run(argv: Optional[List[str]] = None, test_pipeline=None):
   set_verbosity(args.verbose)
   from transforms import write as write_lib
   job = resolve_job(args)
+  precision_options.note_local_workers(options)  # threads per local worker process
   if args.estimate_only:
     return run_estimate(job)
   run_id = write_lib.new_run_id()
@@ -210,7 +211,8 @@ def run_estimate(job: JobConfig) -> dict:
     result = estimate(job)
   except (read_lib.InputError, loading.ModelNotFoundError, ValueError) as e:
     raise UsageError(str(e)) from e
-  print(json.dumps(result, indent=2))
+  from beam_pipelines.estimate_table import render
+  print(render(result, job.options.get("estimate_format", "table")))
   return result
 
 

@@ -12,7 +12,7 @@ from typing import Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 
-from models import fingerprint, loading
+from models import fingerprint, loading, precision as precision_lib
 from models.loading import MAX_CHARS_PER_TOKEN, load_pretrained, resolve_device
 from models.prompts import neutralize_answer_lines, resolve_prompt, strip_delimiters
 
@@ -37,6 +37,10 @@ class AskLLMConfig:
   padding_side: str = "left"            # left (position_ids) | right (gather last token)
   allow_pickle_weights: bool = False
   trust_remote_code: bool = False
+  precision: str = "fp32"               # fp32 | bf16 | auto (the job resolves auto)
+
+  def resolved_precision(self) -> str:
+    return precision_lib.resolve(self.precision, "scorer", self.device)
 
   def template(self) -> str:
     return self.prompt if "{text}" in self.prompt else resolve_prompt(self.prompt)
@@ -46,7 +50,9 @@ class AskLLMConfig:
     return {"model": fingerprint.model_identity(self.model, "scorer"),
             "prompt": self.template(), "chat_template": self.chat_template,
             "yes_tokens": list(self.yes_tokens), "no_tokens": list(self.no_tokens),
-            "max_tokens": self.max_tokens, "scoring_version": SCORING_VERSION}
+            "max_tokens": self.max_tokens, "scoring_version": SCORING_VERSION,
+            # bf16 moves P(yes) by up to ~1e-2, far beyond the 1e-5 that reuse allows.
+            "precision": self.resolved_precision()}
 
 
 def single_token_ids(tokenizer, words: Iterable[str]) -> List[int]:
@@ -140,8 +146,10 @@ class AskLLMScorer:
   (large_model / model_copies).
   """
 
-  def __init__(self, model, tokenizer, config: AskLLMConfig, device: str):
+  def __init__(self, model, tokenizer, config: AskLLMConfig, device: str,
+               precision: str = "fp32"):
     import torch
+    self.precision = precision
     self.model = model
     self.tokenizer = tokenizer
     self.config = config
@@ -181,7 +189,7 @@ class AskLLMScorer:
         input_ids[i, : len(ids)] = torch.tensor(ids)
         mask[i, : len(ids)] = 1
     input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-    with torch.inference_mode():
+    with torch.inference_mode(), precision_lib.autocast(self.precision, self.device):
       if self.is_encoder_decoder:
         dec = torch.full((n, 1), self.decoder_start_id, dtype=torch.long, device=self.device)
         logits = self.model(input_ids=input_ids, attention_mask=mask,
@@ -196,6 +204,7 @@ class AskLLMScorer:
         last = torch.tensor(lengths, device=self.device) - 1
         out = self.model(input_ids=input_ids, attention_mask=mask).logits
         logits = out[torch.arange(n, device=self.device), last]
+    with torch.inference_mode():  # fp32, outside autocast: the score itself
       logp = torch.log_softmax(logits.float(), dim=-1)
       p_yes = torch.logsumexp(logp[:, self.yes_ids.to(self.device)], dim=-1).exp()
       p_no = torch.logsumexp(logp[:, self.no_ids.to(self.device)], dim=-1).exp()
@@ -207,7 +216,8 @@ class AskLLMScorer:
 
   def settings(self) -> Dict[str, str]:
     """Settings decided when the model loaded (for metrics.json): `auto` resolved."""
-    return {"chat_template": "on" if self.uses_chat_template else "off"}
+    return {"chat_template": "on" if self.uses_chat_template else "off",
+            "precision": precision_lib.applied(self.precision, self.device)}
 
   def run(self, texts: Sequence[str]) -> np.ndarray:
     """The interface every model of the job offers its RunInference handler
@@ -226,9 +236,12 @@ def load_scorer(config: AskLLMConfig) -> AskLLMScorer:
   """Loads the scorer model once (called by the ModelHandler on each worker process)."""
   from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
   device = resolve_device(config.device)
+  precision = config.resolved_precision()
+  precision_lib.warn_if_emulated(precision, device)
   model, tokenizer, resolved = load_pretrained(
       config.model, "scorer", device, (AutoModelForCausalLM, AutoModelForSeq2SeqLM),
-      allow_pickle=config.allow_pickle_weights, trust_remote_code=config.trust_remote_code)
-  scorer = AskLLMScorer(model, tokenizer, config, device)
+      allow_pickle=config.allow_pickle_weights, trust_remote_code=config.trust_remote_code,
+      precision=precision)
+  scorer = AskLLMScorer(model, tokenizer, config, device, precision)
   scorer.model_name = resolved.name
   return scorer

@@ -4,8 +4,10 @@ reuses a result only when every setting in it is the same.
 A model is identified by its content, not its name: the bundled packages by their pinned
 version, a local directory or .gguf file by the SHA-256 of its files, a gs:// model by the
 checksums GCS keeps for its objects, a hub id by the revision it resolves to. The device
-and precision are left out on purpose: a cache filled on GPUs (bf16) is reused on a CPU,
-which is what reselecting without GPUs needs; such scores differ by rounding only.
+is left out on purpose (fp32 scores agree across devices to rounding); the precision is
+in each model's settings (models/precision.py): bf16 moves scores far beyond that, so a
+bf16 score is never reused as an fp32 one. A cache filled on GPUs in bf16 is reused on a
+CPU run with --precision=bf16 (or auto on a CPU with bf16 units).
 """
 from __future__ import annotations
 

@@ -307,13 +307,11 @@ def resolve_device(device: str) -> str:
   return device
 
 
-def model_dtype(device: str):
-  import torch
-  if device == "cuda":
-    # Emulated bf16 (T4) is slow: use fp16 there.
-    return (torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False)
-            else torch.float16)
-  return torch.float32
+def model_dtype(device: str, precision: str = "bf16"):
+  """The weights' dtype (models/precision.py): fp32 on a CPU, whose bf16 runs through
+  autocast; on CUDA the precision's (fp16 where bf16 would be emulated, as on a T4)."""
+  from models import precision as precision_lib
+  return precision_lib.weights_dtype(precision, device)
 
 
 def load_tokenizer(resolved: ResolvedModel, trust_remote_code: bool = False):
@@ -329,7 +327,7 @@ def load_tokenizer(resolved: ResolvedModel, trust_remote_code: bool = False):
 
 def load_pretrained(spec: str, kind: str, device: str, auto_classes, *,
                     allow_pickle: bool = False, trust_remote_code: bool = False,
-                    check_config=None):
+                    check_config=None, precision: str = "fp32"):
   """Loads a tokenizer and model from `spec` (bundled, local, gs://, hub id), the same
   way for every model of the job: GGUF or safetensors only unless pickle is allowed,
   bf16/fp16 on CUDA, a clear message when a hub id cannot be reached.
@@ -338,6 +336,7 @@ def load_pretrained(spec: str, kind: str, device: str, auto_classes, *,
     auto_classes: (class for decoder-only configs, class for encoder-decoder configs).
     check_config: optional callable on the model config, to refuse a model before its
       weights are loaded.
+    precision: fp32 or bf16, already resolved (models/precision.py).
   Returns:
     (model in eval mode on `device`, tokenizer, ResolvedModel)
   """
@@ -359,7 +358,7 @@ def load_pretrained(spec: str, kind: str, device: str, auto_classes, *,
            else decoder_cls)
     if not resolved.gguf_file and not allow_pickle:
       kwargs["use_safetensors"] = True
-    model, info = cls.from_pretrained(resolved.path, dtype=model_dtype(device),
+    model, info = cls.from_pretrained(resolved.path, dtype=model_dtype(device, precision),
                                       output_loading_info=True, **kwargs)
   except OSError as e:
     if resolved.is_hub:
@@ -367,5 +366,6 @@ def load_pretrained(spec: str, kind: str, device: str, auto_classes, *,
     raise
   check_loading_info(resolved.name, kind, cls.__name__, info)
   model.to(device).eval()
-  _LOG.info("Loaded %s model %s on %s (%s)", kind, resolved.name, device, model.dtype)
+  _LOG.info("Loaded %s model %s on %s (%s weights, %s precision)", kind, resolved.name,
+            device, model.dtype, precision)
   return model, tokenizer, resolved

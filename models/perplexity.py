@@ -14,7 +14,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from models import fingerprint, loading
+from models import fingerprint, loading, precision as precision_lib
 from models.ask_llm import special_affixes
 from models.loading import MAX_CHARS_PER_TOKEN, load_pretrained, resolve_device
 
@@ -37,11 +37,16 @@ class PerplexityConfig:
   device: str = "auto"                  # auto | cpu | cuda
   allow_pickle_weights: bool = False
   trust_remote_code: bool = False
+  precision: str = "fp32"               # fp32 | bf16 | auto (the job resolves auto)
+
+  def resolved_precision(self) -> str:
+    return precision_lib.resolve(self.precision, "perplexity", self.device)
 
   def cache_settings(self) -> dict:
     """Everything the mean NLL depends on, for the score cache's fingerprint."""
     return {"model": fingerprint.model_identity(self.model, "scorer"),
-            "max_tokens": self.max_tokens, "scoring_version": SCORING_VERSION}
+            "max_tokens": self.max_tokens, "scoring_version": SCORING_VERSION,
+            "precision": self.resolved_precision()}
 
 
 def _not_causal_error(name: str, model_type: str) -> ValueError:
@@ -76,7 +81,7 @@ class PerplexityScorer:
   """
 
   def __init__(self, model, tokenizer, config: PerplexityConfig, device: str,
-               name: str = ""):
+               name: str = "", precision: str = "fp32"):
     if getattr(model.config, "is_encoder_decoder", False):
       raise _not_causal_error(name or type(model).__name__, model.config.model_type)
     self.model = model
@@ -84,6 +89,7 @@ class PerplexityScorer:
     self.config = config
     self.device = device
     self.model_name = name
+    self.precision = precision
     self.context_ids = context_ids(tokenizer)
     if config.max_tokens < len(self.context_ids) + 1:
       raise ValueError(f"--max_tokens={config.max_tokens} leaves no room for the document")
@@ -137,8 +143,9 @@ class PerplexityScorer:
       input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
       mask[i, : len(ids)] = 1
     input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-    with torch.inference_mode():
+    with torch.inference_mode(), precision_lib.autocast(self.precision, self.device):
       logits = self.model(input_ids=input_ids, attention_mask=mask).logits
+    with torch.inference_mode():
       # Position t predicts token t+1; float32 whatever the model's dtype.
       nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:],
                             reduction="none")
@@ -153,6 +160,10 @@ class PerplexityScorer:
   def run(self, texts: Sequence[str]) -> np.ndarray:
     """The RunInference handler's interface (transforms/inference.py): [N] mean NLL."""
     return self.score(texts)
+
+  def settings(self) -> Dict[str, str]:
+    """Settings decided when the model loaded (for metrics.json)."""
+    return {"precision": precision_lib.applied(self.precision, self.device)}
 
 
 def perplexity_scores(mean_nll: float) -> Dict[str, float]:
@@ -173,8 +184,10 @@ def load_perplexity_scorer(config: PerplexityConfig) -> PerplexityScorer:
       raise _not_causal_error(resolved.name, model_config.model_type)
 
   device = resolve_device(config.device)
+  precision = config.resolved_precision()
+  precision_lib.warn_if_emulated(precision, device)
   model, tokenizer, resolved = load_pretrained(
       config.model, "scorer", device, (AutoModelForCausalLM, AutoModelForCausalLM),
       allow_pickle=config.allow_pickle_weights, trust_remote_code=config.trust_remote_code,
-      check_config=refuse_encoder_decoder)
-  return PerplexityScorer(model, tokenizer, config, device, resolved.name)
+      check_config=refuse_encoder_decoder, precision=precision)
+  return PerplexityScorer(model, tokenizer, config, device, resolved.name, precision)

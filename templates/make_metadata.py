@@ -52,12 +52,15 @@ REGEXES: Dict[str, str] = {
     "int": r"^-?[0-9]+$",
     # (0, 1]
     "fraction": r"^(0?\.[0-9]*[1-9][0-9]*|1(\.0*)?)$",
+    # [0, 1]
+    "unit_interval": r"^(0(\.[0-9]*)?|\.[0-9]+|1(\.0*)?)$",
     # > 0, plain or scientific notation
     "positive_float": r"^(0*[1-9][0-9]*(\.[0-9]*)?|0*\.[0-9]*[1-9][0-9]*)([eE][-+]?[0-9]+)?$",
     "float": r"^-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?$",
     "csv": r"^[^,]+(,[^,]+)*$",
     "output_formats": rf"^{_FORMAT}(,{_FORMAT})*$",
     "signals": rf"^{_SIGNAL}(,{_SIGNAL})*$",
+    "balance_by": r"^(cluster|topic|field:[^.\s]+(\.[^.\s]+)*)$",
 }
 
 # Options whose kind follows from their meaning rather than their argparse type.
@@ -66,10 +69,13 @@ NAME_KINDS = {
     "output": "gcs_output",
     "prompt": "prompt",
     "sketch_from": "gcs_path",
+    "config": "gcs_path",  # a YAML/JSON file of options, read with Beam's FileSystems
     "quality_head": "head",
     "tokenizer": "gcs_path",
     "output_format": "output_formats",
     "signals": "signals",
+    "balance_by": "balance_by",
+    "topic_head": "head",
 }
 # Words a numeric option may accept besides numbers (e.g. --bucket_width=auto).
 _WORDS = ("auto", "none", "default", "all")
@@ -154,6 +160,8 @@ def kind_of(action: argparse.Action) -> str:
     return "nonnegative_int"
   if ok_half and half == 0.5 and ok1 and not ok0 and not ok_big:
     return "fraction"
+  if ok_half and half == 0.5 and ok1 and ok0 and not ok_big:
+    return "unit_interval"
   if ok_half and half == 0.5 and not ok0:
     return "positive_float"
   ok_csv, parts = _probe(t, "a,b")
@@ -165,7 +173,8 @@ def kind_of(action: argparse.Action) -> str:
 def accepted_words(action: argparse.Action) -> List[str]:
   """Words such as 'auto' that a numeric option's type accepts besides numbers."""
   if action.type in (None, str) or kind_of(action) not in (
-      "positive_int", "nonnegative_int", "int", "fraction", "positive_float", "float"):
+      "positive_int", "nonnegative_int", "int", "fraction", "unit_interval", "positive_float",
+      "float"):
     return []
   return [w for w in _WORDS if _probe(action.type, w)[0]]
 

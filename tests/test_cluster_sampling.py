@@ -248,11 +248,13 @@ def test_fewer_documents_than_clusters_and_identical_documents(tmp_path, tiny_be
   with open(tmp_path / "in" / "docs.jsonl", "w") as f:
     for i in range(8):  # all identical: one distinct embedding
       f.write(json.dumps({"id": f"same{i}", "text": "one page copied again"}) + "\n")
-  out, metrics = _run(tmp_path, tiny_bert_dir, "s", "--sampler=balanced", "--num_clusters=20")
+  # --dedup=none: the copies must reach the clusters and SemDeDup (--dedup has its tests).
+  out, metrics = _run(tmp_path, tiny_bert_dir, "s", "--sampler=balanced", "--num_clusters=20",
+                      "--dedup=none")
   clusters = metrics["clusters"]
   assert clusters["clusters"] == 8 and clusters["empty"] == 7 and clusters["max"] == 8
   assert metrics["counts"]["selected"] == 2
-  out, metrics = _run(tmp_path, tiny_bert_dir, "d", "--sampler=semdedup")
+  out, metrics = _run(tmp_path, tiny_bert_dir, "d", "--sampler=semdedup", "--dedup=none")
   scores = read_jsonl(os.path.join(out, "scores", "*.jsonl"))
   assert sorted(str(s["duplicate_of"]) for s in scores) == ["None"] + ["same0"] * 7
   assert [s["id"] for s in scores if s["selected"]][0] == "same0"

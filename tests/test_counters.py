@@ -1,6 +1,7 @@
 """The exact counters of small runs with bad records (namespace select_data), as the
 runner reports them: every counter is declared in transforms/metrics.py."""
 import pytest
+import torch
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
 
@@ -48,6 +49,10 @@ def test_counters_of_an_ask_llm_run(tmp_path, tiny_causal_lm_dir):
                  "queued:ask_llm": 12, "inferred:ask_llm": 12, "model_loads:ask_llm": 1,
                  # The tiny model's tokenizer has a chat template: auto used it.
                  "model_setting:ask_llm:chat_template=on": 1,
+                 # --precision=auto runs the judge in fp32 on a CPU (models/precision.py),
+                 # with this process's torch threads (one local worker process).
+                 "model_setting:ask_llm:precision=fp32": 1,
+                 f"model_setting:ask_llm:threads={torch.get_num_threads()}": 1,
                  "cache_written:ask_llm": 12}
   # Run again: every score comes from the cache and the model is not loaded.
   again = _counters(tmp_path, "--sampler=ask_llm", f"--scorer_model={tiny_causal_lm_dir}",

@@ -91,8 +91,9 @@ def _run(tmp_path, name, *extra):
 
 def test_head_from_teacher_field_end_to_end(tmp_path, tiny_bert_dir):
   _write(str(tmp_path / "in"))
+  # fp32: the refit below embeds in fp32 (auto may pick bf16 for the embedder).
   out, m = _run(tmp_path, "a", "--sampler=quality_head", "--teacher_field=edu",
-                f"--embedding_model={tiny_bert_dir}", "--head_l2=0.01")
+                f"--embedding_model={tiny_bert_dir}", "--head_l2=0.01", "--precision=fp32")
   scores = read_jsonl(os.path.join(out, "scores", "*.jsonl"))
   assert len(scores) == 40 and all("quality_score" in s for s in scores)
   chosen = sorted((s for s in scores if s["selected"]), key=lambda s: s["rank"])
@@ -123,7 +124,8 @@ def test_head_from_teacher_field_end_to_end(tmp_path, tiny_bert_dir):
 
   # A saved head is applied as it is, and gives the same scores.
   out2, m2 = _run(tmp_path, "b", "--sampler=quality_head_density",
-                  f"--quality_head={out}/quality_head.npz", f"--embedding_model={tiny_bert_dir}")
+                  f"--quality_head={out}/quality_head.npz", f"--embedding_model={tiny_bert_dir}",
+                  "--precision=fp32")
   again = {s["id"]: s for s in read_jsonl(os.path.join(out2, "scores", "*.jsonl"))}
   assert {i: s["quality_score"] for i, s in again.items()} == pytest.approx(
       {s["id"]: s["quality_score"] for s in scores})

@@ -114,7 +114,8 @@ def test_finalize_in_the_pipeline_when_nobody_waits(tmp_path):
   assert metrics["counts"] == {"read": 12, "valid": 12, "rejected": 0, "accounted": True,
                                "rejected_by_reason": {}, "selected": 5,
                                "files": {"matched": 1, "read": 1, "not_read": 0,
-                                         "duplicate": 0}}
+                                         "duplicate": 0},
+                               "duplicates": {"exact": 0}}  # --dedup=exact's funnel
   assert metrics["options"]["sampler"] == "random" and "note" in metrics
   assert len(read_selected(out, {k: v for k, v in FEATURES.items()
                                  if k != "ask_llm_score"})) == 5

@@ -158,7 +158,9 @@ def test_fingerprints_change_with_what_changes_the_scores(tiny_causal_lm_dir, tm
   assert _specs("--scorer_model=" + copy)["ask_llm"].fingerprint != fp
   # Everything after the models: the same fingerprint.
   for same in (["--keep_fraction=0.5"], ["--seed=7"], ["--sampler=random"],
-               ["--quality_pool_factor=3"], ["--device=cuda"], ["--batch_tokens=999"]):
+               ["--quality_pool_factor=3"], ["--batch_tokens=999"],
+               # The device is not in it; the precision (auto's choice per device) is.
+               ["--device=cuda", "--precision=fp32"]):
     specs = _specs(*base, *same)
     assert all(s.fingerprint == fp for n, s in specs.items() if n == "ask_llm"), same
   assert _specs(*base, "--cache=none") == {}

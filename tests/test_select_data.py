@@ -186,7 +186,7 @@ def test_estimate_only_counts_tokens_without_inference(tmp_path, tiny_causal_lm_
   result = select_data.run([f"--input={tmp_path}/in/x.jsonl", f"--output={tmp_path}/out",
                             f"--scorer_model={tiny_causal_lm_dir}", "--estimate_only",
                             "--estimate_sample=10", "--gpu_tokens_per_second=1000",
-                            "--gpu_price_per_hour=2"])
+                            "--gpu_price_per_hour=2", "--estimate_format=json"])
   assert result["sample_documents"] == 10
   assert 25 <= result["estimated_documents"] <= 40  # 30 valid documents of similar size
   per_doc = result["sample_tokens"] / 10

@@ -87,6 +87,8 @@ def test_a_new_signal_reaches_every_output_and_the_cache(tmp_path, text_length):
 def test_score_names_come_from_the_registry(tmp_path, text_length):
   from beam_pipelines.options import JobConfig, parse_args
   args, _ = parse_args([f"--input={tmp_path}/x.jsonl", f"--output={tmp_path}/o",
-                        "--sampler=density", "--signals=text_length"])
+                        "--sampler=density", "--signals=text_length", "--dedup=none"])
   names = score_names(JobConfig.from_args(args))
-  assert names == ["embeddings_error", "density", "sampling_weight", "text_length"]
+  # (every job that embeds with the bundled model also gives each document its topic)
+  assert names == ["embeddings_error", "topic", "topic_name", "topic_confidence", "density",
+                   "sampling_weight", "text_length"]

@@ -161,24 +161,28 @@ def test_keep_fields_are_copied_to_every_output(tmp_path):
   out, _ = _run(tmp_path, "kf", "--sampler=random", f"--keep_fields={','.join(fields)}",
                 "--scores_format=parquet")
   spec = json.load(open(os.path.join(out, write.FEATURES_FILE)))
-  assert all(spec[f]["dtype"] == "string" for f in fields)
+  # Each kept field keeps its type (tests/test_typed_fields.py has every kind).
+  assert {f: spec[f]["kind"] for f in fields} == {
+      "url": "string", "edu": "int", "flag": "bool", "meta": "nested", "absent": "string"}
+  dtypes = {"string": tf.string, "int64": tf.int64}
   parse = {"id": tf.io.FixedLenFeature([], tf.string),
-           **{f: tf.io.FixedLenFeature([], tf.string) for f in fields}}
+           **{f: tf.io.FixedLenFeature([], dtypes[spec[f]["dtype"]]) for f in fields}}
   files = sorted(glob.glob(os.path.join(out, "selected", "*.tfrecord")))
-  got = [{k: v.numpy().decode() for k, v in ex.items()} for ex in
+  got = [{k: v.numpy() for k, v in ex.items()} for ex in
          tf.data.TFRecordDataset(files).map(lambda r: tf.io.parse_single_example(r, parse))]
   assert len(got) == 10
   for ex in got:
-    src = by_id[ex["id"]]
-    assert ex["url"] == src.get("url", "") and ex["absent"] == ""
-    assert ex["edu"] == json.dumps(src["edu"]) and ex["flag"] == json.dumps(src["flag"])
+    src = by_id[ex["id"].decode()]
+    assert ex["url"].decode() == src.get("url", "") and ex["absent"] == b""
+    assert ex["edu"] == src["edu"] and ex["flag"] == int(src["flag"])
     assert json.loads(ex["meta"]) == src["meta"]
   table = pq.read_table(os.path.join(out, "scores")).to_pylist()
   assert len(table) == 12
   for row in table:
     src = by_id[row["id"]]
-    assert row["url"] == src.get("url") and row["edu"] == str(src["edu"])
-    assert json.loads(row["meta"]) == src["meta"] and row["absent"] is None
+    assert row["url"] == src.get("url") and row["edu"] == src["edu"]
+    assert row["flag"] is src["flag"]
+    assert row["meta"] == src["meta"] and row["absent"] is None
     assert row["other_scores"] is None
 
 

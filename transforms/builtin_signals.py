@@ -31,6 +31,17 @@ EMBEDDINGS = register(Signal(
     counter="embedded", model="--embedding_model", error_column=True,
     description="sentence embeddings (kept on the document while later stages need them)"))
 
+# Right after the embeddings: the balanced samplers' quotas (clusters stage) may cap topics.
+TOPICS = register(Signal(
+    "topics", reads=("embeddings",), stage="transforms.topics:topics_stage",
+    description="WebOrganizer's topic of the document (a linear head on the embeddings)",
+    writes=(Column("topic", INT, "WebOrganizer topic id (0-23) the topic head predicts "
+                   "(-1: not computed)", summarised=False),
+            Column("topic_name", TEXT, "the name of that topic", feature=False,
+                   summarised=False),
+            Column("topic_confidence", FLOAT, "the topic head's probability of that topic",
+                   None))))
+
 QUALITY_HEAD = register(Signal(
     "quality_head", reads=("embeddings",), stage=f"{_STAGES}:quality_head",
     description="a ridge head on the embeddings (fitted to a teacher, or saved)",
@@ -53,6 +64,16 @@ SEMDEDUP = register(Signal(
     writes=(Column(DUPLICATE_OF, TEXT, "the id of the kept document this one duplicates",
                    feature=False, summarised=False),)))
 
+# --dedup runs before every signal (transforms/dedup.py, beam_pipelines/graph.py); it is
+# registered for its columns (scores/ only), and as --signals it adds nothing.
+DEDUP = register(Signal(
+    "dedup", stage=f"{_STAGES}:inside_clusters",
+    description="--dedup: exact and MinHash copies, removed before any model",
+    writes=(Column("copy_of", TEXT, "the id of the kept document this one is a copy of "
+                   "(--dedup; never scored, never selected)", feature=False, summarised=False),
+            Column("copy_kind", TEXT, "how the copy was found: exact or minhash (--dedup)",
+                   feature=False, summarised=False))))
+
 DENSITY = register(Signal(
     "density", reads=("embeddings",), stage=f"{_STAGES}:density",
     description="kernel density of the embedding (LSH sketch) and its 1/density weight",
@@ -60,3 +81,14 @@ DENSITY = register(Signal(
                    "sketch): high = many near neighbours", False),
             Column("sampling_weight", FLOAT, "the inclusion weight 1/density: how strongly "
                    "a document is favoured by the draw", True))))
+
+# --judge_fraction (transforms/cascade.py): the judge's stage marks the documents; this
+# entry declares the columns (scores/ only) and runs after the judge.
+CASCADE = register(Signal(
+    "cascade", reads=("ask_llm",), stage="transforms.cascade:columns_stage",
+    description="--judge_fraction: which documents the Ask-LLM judge scored",
+    writes=(Column("cascade_judged", INT, "--judge_fraction: 1 judged (in the cheap signal's "
+                   "top F), 2 judged (the audit below the cut), 0 not judged", feature=False,
+                   summarised=False),
+            Column("cascade_score", FLOAT, "--judge_fraction: the cheap signal's score the "
+                   "cut ranked by", True, feature=False))))

@@ -28,6 +28,7 @@ from transforms.records import (ASK_LLM_SCORE, CLUSTER, DUPLICATE_OF, QUALITY_SC
                                 Document)
 from transforms.sampling import uniform_from_id
 from transforms.select import resolve_k
+from transforms.topics import MISSING_GROUP
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,11 +36,19 @@ class QuotaPlan:
   """What the balanced samplers decided, for metrics.json and the report."""
   k: int
   cap: float
-  quotas: Dict[int, int]
-  capped: int  # clusters larger than their quota
+  quotas: Dict[Any, int]
+  capped: int  # groups larger than their quota
+  balance_by: str = "cluster"  # the groups capped: cluster, topic, field:NAME
+  missing: Optional[int] = None  # field:NAME: documents without the field
 
   def summary(self) -> Dict[str, Any]:
-    return {"k": self.k, "cap": round(self.cap, 3), "capped_clusters": self.capped}
+    out = {"k": self.k, "cap": round(self.cap, 3), "capped_clusters": self.capped}
+    if self.balance_by != "cluster":
+      out.update(balance_by=self.balance_by, groups=len(self.quotas),
+                 capped_groups=self.capped)
+    if self.missing is not None:
+      out["missing_field"] = self.missing
+    return out
 
 
 class SmallestKeysFn(beam.CombineFn):
@@ -86,16 +95,17 @@ def _cluster_of(doc: Document) -> Optional[int]:
   return doc.scores.get(CLUSTER)
 
 
-def cluster_sizes(docs):
-  """A singleton {cluster: documents} of documents with a `cluster`."""
+def cluster_sizes(docs, group_of: Callable = _cluster_of):
+  """A singleton {cluster (or group_of's group): documents}."""
   return (docs
-          | "ClusterOf" >> beam.Map(_cluster_of)
+          | "ClusterOf" >> beam.Map(group_of)
           | "ClusterSizes" >> beam.combiners.Count.PerElement()
           | "SizesToDict" >> beam.combiners.ToDict())
 
 
 class ClusterQuota(beam.PTransform):
-  """Documents with a `cluster` -> the same documents with `in_quota` set, and the plan.
+  """Documents with a `cluster` (or any group, group_of) -> the same documents with
+  `in_quota` set, and the plan.
 
   Args:
     within_key: Document -> sort key inside a cluster (ascending = better), unique per
@@ -103,37 +113,48 @@ class ClusterQuota(beam.PTransform):
     sizes: singleton PCollection {cluster: documents} (cluster_sizes).
     total: side input, the number of documents k is computed from (as SelectTopK does).
     keep_fraction / keep_count: k (transforms/select.resolve_k).
+    group_of: Document -> its group (default: its cluster); with balance_by, what the
+      groups are (cluster, topic, field:NAME), for the plan and the tie rule.
 
   Returns: dict `documents` and `plan` (a singleton QuotaPlan).
   """
 
   def __init__(self, within_key: Callable, sizes, total, keep_fraction: Optional[float],
-               keep_count: Optional[int], seed: int):
+               keep_count: Optional[int], seed: int, group_of: Callable = _cluster_of,
+               balance_by: str = "cluster"):
     super().__init__()
     self._key, self._sizes, self._total = within_key, sizes, total
     self._fraction, self._count, self._seed = keep_fraction, keep_count, seed
+    self._group_of, self._balance_by = group_of, balance_by
 
   def expand(self, docs):
     fraction, count, seed, within_key = self._fraction, self._count, self._seed, self._key
+    group_of, balance_by = self._group_of, self._balance_by
+    # Clusters keep their tie names (the same quotas as before groups existed).
+    tie = ((lambda c: f"cluster\x00{c}") if balance_by == "cluster"
+           else (lambda c: f"group\x00{c}"))
 
     def plan_of(sizes, total):
       k = resolve_k(total, fraction, count)
       sizes = {c: n for c, n in sizes.items() if c is not None}
-      cap, quotas = balanced_quotas(sizes, k, seed)
+      cap, quotas = balanced_quotas(sizes, k, seed, tie)
       return QuotaPlan(k=k, cap=cap, quotas=quotas,
-                       capped=sum(1 for c, n in sizes.items() if n > quotas.get(c, 0)))
+                       capped=sum(1 for c, n in sizes.items() if n > quotas.get(c, 0)),
+                       balance_by=balance_by,
+                       missing=(sizes.get(MISSING_GROUP, 0)
+                                if balance_by.startswith("field:") else None))
 
     plan = self._sizes | "Cap" >> beam.Map(plan_of, self._total)
     plan_si = beam.pvalue.AsSingleton(plan)
     thresholds = beam.pvalue.AsDict(
         docs
         | "KeyInCluster" >> beam.Map(
-            lambda d, p: (_cluster_of(d), (within_key(d), p.quotas.get(_cluster_of(d), 0))),
+            lambda d, p: (group_of(d), (within_key(d), p.quotas.get(group_of(d), 0))),
             plan_si)
         | "QuotaCutoff" >> beam.CombinePerKey(SmallestKeysFn()))
 
     def mark(doc, cutoffs):
-      cutoff = cutoffs.get(_cluster_of(doc))
+      cutoff = cutoffs.get(group_of(doc))
       return dataclasses.replace(doc, in_quota=cutoff is not None and within_key(doc) <= cutoff)
 
     return {"documents": docs | "MarkQuota" >> beam.Map(mark, thresholds), "plan": plan}

@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
 from apache_beam.ml.inference.base import ModelHandler
 
+from models import threads
 from models.ask_llm import AskLLMConfig, load_scorer, scores_from_probs
 from models.embeddings import EmbeddingConfig, load_embedder
 from models.perplexity import PerplexityConfig, load_perplexity_scorer, perplexity_scores
@@ -43,6 +44,7 @@ class LazyModel:
     self._loader = loader
     self._config = config
     self._model = None
+    self._threads = None
     self._lock = threading.Lock()
 
   def load(self) -> bool:
@@ -52,6 +54,8 @@ class LazyModel:
     with self._lock:
       if self._model is not None:
         return False
+      # Local worker processes share the cores: cores // processes threads each.
+      self._threads = threads.apply()
       self._model = self._loader(self._config)
       return True
 
@@ -60,8 +64,10 @@ class LazyModel:
     return self._model.run(texts)
 
   def settings(self) -> Dict[str, Any]:
-    """What the loaded model decided itself (e.g. whether a chat template is used)."""
-    return self._model.settings() if hasattr(self._model, "settings") else {}
+    """What the loaded model decided itself (e.g. whether a chat template is used, its
+    precision) and the torch threads of this process."""
+    own = self._model.settings() if hasattr(self._model, "settings") else {}
+    return {**own, "threads": self._threads}
 
 
 class DocumentModelHandler(ModelHandler[Document, Document, Any]):

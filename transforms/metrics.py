@@ -47,14 +47,20 @@ SELECTED = "selected"                    # documents selected
 SELECTED_TOKENS = "selected_tokens"      # their tokens (with --tokenizer)
 SEMDEDUP_DUPLICATES = "semdedup:duplicates"      # documents SemDeDup marked as duplicates
 SEMDEDUP_SPLIT_GROUPS = "semdedup:split_groups"  # groups over --semdedup_max_group, chunked
+DUPLICATES_PREFIX = "duplicates:"     # + exact | minhash: copies removed by --dedup
+DEDUP_UNCONVERGED = "dedup_unconverged"  # nodes whose dedup group had not settled
+CASCADE_POOL = "cascade:pool"            # --judge_fraction: judged, in the cheap signal's top F
+CASCADE_AUDITED = "cascade:audited"      # judged, below the cut (the audit)
+CASCADE_NOT_JUDGED = "cascade:not_judged"  # below the cut, not judged
 STAGE_COUNTERS = (SCORED, PERPLEXITY, EMBEDDED)
 COUNTERS = (READ, VALID, SCORED, PERPLEXITY, EMBEDDED, TEACHER, TEACHER_HELD_BACK,
             QUALITY_POOL, SELECTED, SELECTED_TOKENS, SEMDEDUP_DUPLICATES,
-            SEMDEDUP_SPLIT_GROUPS)
+            SEMDEDUP_SPLIT_GROUPS, CASCADE_POOL, CASCADE_AUDITED, CASCADE_NOT_JUDGED,
+            DEDUP_UNCONVERGED)
 FAMILIES = (REJECTED_PREFIX, SCORING_FAILED_PREFIX, FROM_CACHE_PREFIX, INFERRED_PREFIX,
             QUEUED_PREFIX,
             MODEL_LOADS_PREFIX, MODEL_SETTING_PREFIX, CACHE_WRITTEN_PREFIX, CACHE_WRITE_FAILED_PREFIX,
-            CACHE_UNREADABLE_PREFIX, CACHE_INVALID_PREFIX)
+            CACHE_UNREADABLE_PREFIX, CACHE_INVALID_PREFIX, DUPLICATES_PREFIX)
 
 
 def counter(name: str):

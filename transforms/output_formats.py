@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
-from transforms import selected_formats, signals
-from transforms.records import MISSING_INT, Document, safe_str
+from transforms import kept_types, selected_formats, signals
+from transforms.records import MISSING_INT, Document, safe_str, strict_json
 
 SCORES_FORMATS = ("jsonl", "parquet")
 # The columns of a Parquet scores/ that are not a score of the schema.
@@ -25,6 +25,15 @@ _ROW_COLUMNS = ("id", "source", "selected", "rank")
 OTHER_SCORES = "other_scores"
 NUM_TOKENS = "num_tokens"
 TARGETS = "targets"
+
+
+def _kinds(kept_fields) -> Dict[str, Any]:
+  """{name: kind} of the kept fields: given as kept_types kinds (WriteOutputs unifies them
+  over the run), or as names alone (strings as they are, other values as JSON text: a caller
+  that did not unify)."""
+  if isinstance(kept_fields, Mapping):
+    return dict(kept_fields)
+  return kept_types.kinds_or_text(None, kept_fields)
 
 
 def kept_field_text(value) -> str:
@@ -44,9 +53,9 @@ def int_score(doc: Document, name: str) -> int:
   return int(value) if ok else MISSING_INT
 
 
-def tf_example(doc: Document, rank: int, tokens=None) -> bytes:
+def tf_example(doc: Document, rank: int, tokens=None, kinds=None) -> bytes:
   """A tf.train.Example: id, text (bytes), rank (int64), every float feature of the registry (signals.feature_names)
-  (float; NaN when not computed), the --keep_fields (bytes, kept_field_text), and with
+  (float; NaN when not computed), the --keep_fields (by their kinds: kept_types), and with
   `tokens`, targets (int64 list) and num_tokens."""
   import tensorflow as tf
 
@@ -68,16 +77,19 @@ def tf_example(doc: Document, rank: int, tokens=None) -> bytes:
     feature[name] = floats(float(value) if ok else float("nan"))
   for name in signals.feature_names(signals.INT):
     feature[name] = ints([int_score(doc, name)])
+  kinds = kinds if kinds is not None else _kinds(tuple(doc.extra))
+  lists = {"int64_list": tf.train.Int64List, "float_list": tf.train.FloatList,
+           "bytes_list": tf.train.BytesList}
   for name, value in doc.extra.items():
-    feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(
-        value=[kept_field_text(value).encode("utf-8")]))
+    kind, values = kept_types.tf_feature_value(kinds[name], value)
+    feature[name] = tf.train.Feature(**{kind: lists[kind](value=values)})
   if tokens is not None:
     feature[TARGETS] = ints(tokens)
     feature[NUM_TOKENS] = ints([len(tokens)])
   return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def features_spec(tokenized: bool, kept_fields: Sequence[str] = ()) -> Dict[str, Dict[str, Any]]:
+def features_spec(tokenized: bool, kept_fields=()) -> Dict[str, Dict[str, Any]]:
   """features.json (beside the selected folders): each feature's type and shape ([] a scalar, [null] a
   variable-length list), as tf.io parsing specs need them."""
   spec = {"id": {"dtype": "string", "shape": []}, "text": {"dtype": "string", "shape": []},
@@ -86,18 +98,18 @@ def features_spec(tokenized: bool, kept_fields: Sequence[str] = ()) -> Dict[str,
     spec[name] = {"dtype": "float32", "shape": [], "missing": "NaN"}
   for name in signals.feature_names(signals.INT):
     spec[name] = {"dtype": "int64", "shape": [], "missing": MISSING_INT}
-  for name in kept_fields:
-    spec[name] = {"dtype": "string", "shape": [], "missing": "",
-                  "encoding": "strings as they are, other values as JSON text"}
+  for name, kind in _kinds(kept_fields).items():
+    spec[name] = kept_types.feature_spec(kind)
   if tokenized:
     spec[TARGETS] = {"dtype": "int64", "shape": [None]}
     spec[NUM_TOKENS] = {"dtype": "int64", "shape": []}
   return spec
 
 
-def selected_row(doc: Document, rank: int, tokens=None) -> Dict[str, Any]:
+def selected_row(doc: Document, rank: int, tokens=None, kinds=None) -> Dict[str, Any]:
   """A selected record for Parquet and JSON Lines: the TFRecord's features with the
-  same values (a score not computed is null; kept fields as kept_field_text)."""
+  same values (a score not computed is null). Kept fields: with `kinds`, the cells of
+  their kinds (kept_types.parquet_value); without, as read."""
   row = {"id": safe_str(doc.id), "text": safe_str(doc.text), "rank": rank}
   for name in signals.feature_names(signals.FLOAT):
     value = doc.scores.get(name)
@@ -108,21 +120,23 @@ def selected_row(doc: Document, rank: int, tokens=None) -> Dict[str, Any]:
     value = int_score(doc, name)
     row[name] = None if value == MISSING_INT else value
   for name, value in doc.extra.items():
-    row[name] = kept_field_text(value)
+    row[name] = (strict_json(value) if kinds is None
+                 else kept_types.parquet_value(kinds[name], value))
   if tokens is not None:
     row[TARGETS] = [int(t) for t in tokens]
     row[NUM_TOKENS] = len(tokens)
   return row
 
 
-def selected_schema(kept_fields: Sequence[str] = (), tokenized: bool = False) -> pa.Schema:
+def selected_schema(kept_fields=(), tokenized: bool = False) -> pa.Schema:
   """The Parquet schema of selected/ (the same columns as features_spec)."""
   fields = [pa.field("id", pa.string(), nullable=False),
             pa.field("text", pa.string(), nullable=False),
             pa.field("rank", pa.int64(), nullable=False)]
   fields += [pa.field(name, pa.float64()) for name in signals.feature_names(signals.FLOAT)]
   fields += [pa.field(name, pa.int64()) for name in signals.feature_names(signals.INT)]
-  fields += [pa.field(name, pa.string()) for name in kept_fields]
+  fields += [pa.field(name, kept_types.parquet_type(kind))
+             for name, kind in _kinds(kept_fields).items()]
   if tokenized:
     fields += [pa.field(TARGETS, pa.list_(pa.int64())), pa.field(NUM_TOKENS, pa.int64())]
   return pa.schema(fields)
@@ -130,13 +144,15 @@ def selected_schema(kept_fields: Sequence[str] = (), tokenized: bool = False) ->
 
 def encode_tfrecord(rows, kept_fields, tokenized) -> bytes:
   out = io.BytesIO()
+  kinds = _kinds(kept_fields)
   for doc, rank, ids in rows:
-    _TFRecordUtil.write_record(out, tf_example(doc, rank, ids))
+    _TFRecordUtil.write_record(out, tf_example(doc, rank, ids, kinds))
   return out.getvalue()
 
 
 def encode_parquet(rows, kept_fields, tokenized) -> bytes:
-  records = [selected_row(doc, rank, ids) for doc, rank, ids in rows]
+  kinds = _kinds(kept_fields)
+  records = [selected_row(doc, rank, ids, kinds) for doc, rank, ids in rows]
   out = io.BytesIO()
   pq.write_table(pa.Table.from_pylist(records, schema=selected_schema(kept_fields,
                                                                        tokenized)),
@@ -145,7 +161,10 @@ def encode_parquet(rows, kept_fields, tokenized) -> bytes:
 
 
 def encode_jsonl_gz(rows, kept_fields, tokenized) -> bytes:
-  records = [selected_row(doc, rank, ids) for doc, rank, ids in rows]
+  # The kinds as in Parquet (a field of mixed types as JSON text), so that the folder
+  # loads with readers that type a column, such as datasets' json loader.
+  kinds = _kinds(kept_fields)
+  records = [selected_row(doc, rank, ids, kinds) for doc, rank, ids in rows]
   lines = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n"
                   for r in records)
   return gzip.compress(lines.encode("utf-8"), mtime=0)
@@ -172,13 +191,14 @@ def is_text_column(name: str) -> bool:
   return name.endswith("_error") or name in signals.text_columns()
 
 
-def scores_schema(score_names: Sequence[str], text_columns: Sequence[str] = ()) -> pa.Schema:
+def scores_schema(score_names: Sequence[str], text_columns=()) -> pa.Schema:
   """The columns of a Parquet scores/: id, source, one per name in `score_names` (float64;
-  int64 for the registry's integer columns; string for its text columns), one string column
-  per name in `text_columns` (--keep_fields), selected, rank, and other_scores: a JSON
+  int64 for the registry's integer columns; string for its text columns), one column per
+  kept field in `text_columns` (--keep_fields: {name: kind} gives each its kept_types
+  type; names alone are JSON text), selected, rank, and other_scores: a JSON
   object of the scores of a row that have no column (null when there are none)."""
-  names = list(score_names) + list(text_columns)
-  texts = set(text_columns)
+  kept = _kinds(text_columns)
+  names = list(score_names) + list(kept)
   clash = sorted(set(names) & set(_ROW_COLUMNS + (OTHER_SCORES,)))
   repeated = sorted({n for n in names if names.count(n) > 1})
   if clash or repeated:
@@ -187,7 +207,8 @@ def scores_schema(score_names: Sequence[str], text_columns: Sequence[str] = ()) 
   return pa.schema(
       [pa.field("id", pa.string(), nullable=False),
        pa.field("source", pa.string(), nullable=False)]
-      + [pa.field(n, pa.string() if is_text_column(n) or n in texts
+      + [pa.field(n, kept_types.parquet_type(kept[n]) if n in kept
+                  else pa.string() if is_text_column(n)
                   else pa.int64() if n in signals.int_columns() else pa.float64())
          for n in names]
       + [pa.field("selected", pa.bool_(), nullable=False), pa.field("rank", pa.int64()),
@@ -215,19 +236,20 @@ def _cell(name: str, value) -> Tuple[bool, Any]:
 
 
 def parquet_row(record: Mapping[str, Any], schema_names: Sequence[str],
-                text_columns: Sequence[str] = ()) -> Dict[str, Any]:
+                text_columns=()) -> Dict[str, Any]:
   """A score_record as a row of scores_schema (whose column names are `schema_names`). A
   missing score is null; a score without a column, or one its column cannot hold, goes
   into other_scores, so nothing is lost and no row fails the write. `text_columns` (the
-  --keep_fields) hold kept_field_text, null when missing."""
+  --keep_fields, names or {name: kind} as scores_schema takes) hold their kind's cell
+  (kept_types.parquet_value), null when missing."""
+  kept = _kinds(text_columns)
   row = {name: record[name] for name in _ROW_COLUMNS}
   columns = [n for n in schema_names if n not in _ROW_COLUMNS and n != OTHER_SCORES]
   known = set(columns).union(_ROW_COLUMNS)
   other = {k: v for k, v in record.items() if k not in known}
   for name in columns:
-    if name in text_columns:
-      value = record.get(name)
-      row[name] = None if value is None else kept_field_text(value)
+    if name in kept:
+      row[name] = kept_types.parquet_value(kept[name], record.get(name))
       continue
     fits, row[name] = _cell(name, record.get(name))
     if not fits:

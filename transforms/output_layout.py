@@ -13,8 +13,11 @@ HEAD_FILE = "quality_head.npz"
 HEAD_FIT_FILE = "quality_head_fit.json"
 CLUSTERS_FILE = "clusters.npz"          # the k-means centroids (--clusters_from reads it)
 CLUSTER_STATS_FILE = "clusters.json"    # cluster sizes and the balanced cap
+CASCADE_FILE = "cascade.json"           # --judge_fraction: judged, audited, the recall
 REPORT_FILE = "report.html"
 REPORT_DATA_FILE = "report.json"
+GROUPS_FILE = "groups.json"             # per group of the run: documents, selected, scores
+DEDUP_STATS_FILE = "dedup.json"         # --dedup: the funnel, largest groups, Jaccard
 # The selected records' schema, beside the folders (not in one: a data folder holds only
 # data files, so pandas, pyarrow and Hugging Face `datasets` open it as it is).
 FEATURES_FILE = "features.json"
@@ -43,4 +46,4 @@ def selected_dirs(formats: Sequence[str]) -> Dict[str, str]:
 OUTPUT_NAMES = (SELECTED_DIR, *(selected_dir_of(f) for f in OUTPUT_FORMATS), FEATURES_FILE,
                 SCORES_DIR, REJECTED_DIR, METRICS_FILE, SKETCH_FILE,
                 HEAD_FILE, HEAD_FIT_FILE, CLUSTERS_FILE, CLUSTER_STATS_FILE, REPORT_FILE,
-                REPORT_DATA_FILE)
+                REPORT_DATA_FILE, CASCADE_FILE, GROUPS_FILE, DEDUP_STATS_FILE)

@@ -14,6 +14,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 
+from transforms import field_paths
 from transforms import input_files
 from transforms import readers
 from transforms import records
@@ -362,8 +363,9 @@ class ReadDocuments(beam.PTransform):
     files = (paths | "ReshuffleFiles" >> beam.Reshuffle()
              | "WorkItems" >> beam.FlatMap(_work_items, self._format)
              | "ReshuffleParts" >> beam.Reshuffle())
-    columns = tuple(dict.fromkeys(c for c in (self._text_field, self._id_field)
-                                  + self._keep + self._copy if c))
+    # A dotted path reads its top-level column (a Parquet struct), or the literal column.
+    columns = tuple(field_paths.columns_for((self._text_field, self._id_field)
+                                            + self._keep + self._copy))
     raw = files | "ReadFileRecords" >> beam.ParDo(
         _ReadFileRecords(self._format, self._max, columns, self._keep)
     ).with_outputs(REJECTED_TAG, main="raw")

@@ -11,6 +11,7 @@ import math
 import unicodedata
 from typing import Any, Dict, Mapping, Optional
 
+from transforms.field_paths import get_path, lookup, top_level
 from transforms.record_types import (DUPLICATE_KEY, EMPTY_TEXT, INVALID_ID, INVALID_JSON,
                                      INVALID_RECORD, INVALID_TEXT, INVALID_TFRECORD,
                                      INVALID_UTF8, MAX_ID_BYTES, MISSING_TEXT_FIELD,
@@ -54,7 +55,7 @@ def _finite(value) -> Optional[float]:
 def _numeric_fields(obj: Mapping[str, Any], names) -> Dict[str, Any]:
   out = {}
   for name in names:
-    value = obj.get(name)
+    value = get_path(obj, name)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
       value = _finite(value)
       if value is not None:
@@ -118,7 +119,7 @@ def _copied_fields(raw: RawRecord, names) -> Dict[str, Any]:
       out[name] = None if not values else values[0] if len(values) == 1 else values
     return out
   obj = _COPY_DECODER.decode(raw.payload.decode("utf-8"))  # parsed before: valid
-  return {name: obj.get(name) for name in names}
+  return {name: get_path(obj, name) for name in names}
 
 
 def unexpected(source: Any, payload: Any, error: BaseException) -> Rejected:
@@ -180,21 +181,22 @@ def _parse_record(raw, text_field, id_field, limits, keep_fields, copy_fields):
                     "nested too deep (arrays/objects inside each other)")
   if not isinstance(obj, dict):
     return Rejected(raw.source, NOT_AN_OBJECT, excerpt(decoded))
+  named = (text_field, id_field) + tuple(keep_fields) + tuple(copy_fields)
   repeated = sorted(getattr(obj, "repeated", set()).intersection(
-      (text_field, id_field) + tuple(keep_fields) + tuple(copy_fields)))
+      named + tuple(top_level(n) for n in named if n)))
   if repeated:
     return Rejected(raw.source, DUPLICATE_KEY, excerpt(decoded),
                     f"key {repeated[0]!r} appears more than once in the object")
-  if text_field not in obj:
+  found, text = lookup(obj, text_field)
+  if not found:
     return Rejected(raw.source, MISSING_TEXT_FIELD, excerpt(decoded),
                     f"no field {text_field!r} (set --text_field)")
-  text = obj[text_field]
   if not isinstance(text, str):
     return Rejected(raw.source, TEXT_NOT_STRING, excerpt(decoded),
                     f"field {text_field!r} is {type(text).__name__}")
   doc_id = None
   if id_field:
-    doc_id = obj.get(id_field)
+    doc_id = get_path(obj, id_field)
     if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or str(doc_id) == "":
       return Rejected(raw.source, INVALID_ID, excerpt(decoded),
                       f"field {id_field!r} missing or not a string/integer")

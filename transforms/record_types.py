@@ -55,6 +55,10 @@ QUALITY_SCORE = "quality_score"
 CLUSTER = "cluster"
 CLUSTER_DISTANCE = "cluster_distance"
 DUPLICATE_OF = "duplicate_of"
+# --dedup (transforms/dedup.py): the kept copy's id and exact | minhash. SemDeDup's
+# duplicate_of is another column: an embedding neighbour that was still scored.
+COPY_OF = "copy_of"
+COPY_KIND = "copy_kind"
 # An integer score where the run did not compute it (e.g. the cluster), in selected/.
 MISSING_INT = -1
 # --input_format values (transforms/read.py reads them).

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import cluster_sampling, kmeans, quality, sketch_io
+from transforms import cluster_sampling, kmeans, quality, sketch_io, topics
 from transforms import quality_head as quality_head_lib
 from transforms import metrics
 from transforms import write as write_lib
@@ -48,6 +48,10 @@ def ask_llm(ctx: StageContext, docs):
   job = ctx.job
   score = ctx.on_accelerator(ScoreAskLLM(job.scorer, max_batch_size=job.max_batch_size,
                                          cache=ctx.caches.get("ask_llm"), **ctx.model_args))
+  cascade = getattr(job, "cascade", None)
+  if cascade is not None and cascade.enabled:  # the judge on the cheap signal's top F only
+    from transforms.cascade import judge_cascade
+    return judge_cascade(ctx, docs, score)
   if not ctx.uses("quality_head"):
     return docs | "ScoreAskLLM" >> score
   # Only the teacher fraction pays for Ask-LLM; the head scores everything.
@@ -131,9 +135,11 @@ def clusters(ctx: StageContext, docs):
     docs = docs | "SemDeDup" >> cluster_sampling.SemDeDup(
         job.semdedup_eps, job.semdedup_max_group, job.seed, sizes)
   if job.sampler.quota_key is not None:
+    # The cap over clusters, topics or a field's values (--balance_by, transforms/topics.py).
+    group_of, group_sizes, balance_by, within = topics.quota_groups(job, docs, sizes)
     quota = docs | "ClusterQuota" >> cluster_sampling.ClusterQuota(
-        job.sampler.quota_key(job.seed), sizes, total, job.keep_fraction, job.keep_count,
-        job.seed)
+        within, group_sizes, total, job.keep_fraction, job.keep_count, job.seed,
+        group_of=group_of, balance_by=balance_by)
     docs, plan = quota["documents"], beam.pvalue.AsSingleton(quota["plan"])
   path = FileSystems.join(ctx.staging, write_lib.CLUSTER_STATS_FILE)
   source = job.clusters_from

@@ -9,12 +9,13 @@ file by a DoFn, named by its rank range: file order then record order is rank or
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import output_commit, output_files, output_lock
+from transforms import output_commit, output_files, output_lock, typed_parquet
 from transforms.metrics import SELECTED_TOKENS, counter, stage_clock
 from transforms.output_formats import (  # noqa: F401  (re-exported)
     NUM_TOKENS, OTHER_SCORES, OUTPUT_FORMATS, SCORES_FORMATS, SELECTED_FORMATS, TARGETS,
@@ -59,14 +60,16 @@ class _WritePartition(beam.DoFn):
       from transforms.tokenize import load_tokenizer
       self._tokenizer = load_tokenizer(self._tokenizer_path, self._append_eos)
 
-  def process(self, element: Tuple[int, List[Tuple[int, Document]]]):
+  def process(self, element: Tuple[int, List[Tuple[int, Document]]], kinds=None):
+    # kinds: the kept fields' kinds over the run (typed_parquet.KeptKinds), a side input.
     stage_clock("write_selected")
     start, ranked = element
     tokens = ([None] * len(ranked) if self._tokenizer is None
               else self._tokenizer.tokenize([doc.text for _, doc in ranked]))
     rows = [(doc, rank, ids) for (rank, doc), ids in zip(ranked, tokens)]
     for fmt, directory in self._dirs.items():
-      data = encode_partition(fmt, rows, self._kept, self._tokenizer is not None)
+      data = encode_partition(fmt, rows, self._kept if kinds is None else kinds,
+                              self._tokenizer is not None)
       final = FileSystems.join(directory, partition_file_name(start, len(ranked), fmt))
       if FileSystems.exists(final):
         FileSystems.delete([final])
@@ -173,18 +176,25 @@ class WriteOutputs(beam.PTransform):
     # Built here, so that bad score names fail when the pipeline is built, not on a worker.
     self._schema = (scores_schema(score_names, kept_fields) if scores_format == "parquet"
                     else None)
+    self._score_names = tuple(score_names)
 
   def expand(self, pcolls):
     out = self._output
     dirs = {fmt: FileSystems.join(out, name)
             for fmt, name in selected_dirs(self._formats).items()}
+    # Kept fields keep their types: each field's kind over the whole run (kept_types).
+    kinds = (beam.pvalue.AsSingleton(pcolls | "KeptKinds" >> typed_parquet.KeptKinds(
+        self._kept)) if self._kept else None)
+    side = (kinds,) if kinds is not None else ()
     selected = pcolls["ranked"] | "WriteRankedTFRecords" >> beam.ParDo(
-        _WritePartition(dirs, self._tokenizer, self._append_eos, self._kept))
-    spec = features_spec(self._tokenizer is not None, self._kept)
+        _WritePartition(dirs, self._tokenizer, self._append_eos, self._kept), *side)
+    tokenized, kept = self._tokenizer is not None, self._kept
     # Beside the folders, not in one (output_layout.FEATURES_FILE).
     features = FileSystems.join(out, FEATURES_FILE)
-    schema = (pcolls["ranked"].pipeline | "SchemaFile" >> beam.Create([spec])
-              | "WriteSchema" >> beam.Map(lambda s: write_json_atomic(features, s)))
+    schema = (pcolls["ranked"].pipeline | "SchemaFile" >> beam.Create([None])
+              | "WriteSchema" >> beam.Map(
+                  lambda _, k=None: write_json_atomic(
+                      features, features_spec(tokenized, kept if k is None else k)), *side))
     to_row = score_row if self._schema is None else score_record
     tags = self._tap.TAGS if self._tap is not None else ()
     parts = [pcoll | f"{label}Rows" >> beam.ParDo(
@@ -202,10 +212,18 @@ class WriteOutputs(beam.PTransform):
       table_schema = self._schema
       # A file sink (temp dir, then finalisation), so a retried bundle leaves no duplicate
       # rows. Snappy: pyarrow's own default, and every Parquet reader has it.
-      scores = (rows
-                | "ParquetScoreRows" >> beam.Map(parquet_row, table_schema.names, self._kept)
-                | "WriteScoresParquet" >> beam.io.WriteToParquet(
-                    prefix, schema=table_schema, codec="snappy", file_name_suffix=".parquet"))
+      if kinds is None:
+        scores = (rows
+                  | "ParquetScoreRows" >> beam.Map(parquet_row, table_schema.names)
+                  | "WriteScoresParquet" >> beam.io.WriteToParquet(
+                      prefix, schema=table_schema, codec="snappy",
+                      file_name_suffix=".parquet"))
+      else:  # the kept columns' types are known once the run has seen every record
+        scores = (rows
+                  | "ParquetScoreRows" >> beam.Map(parquet_row, table_schema.names, kinds)
+                  | "WriteScoresParquet" >> typed_parquet.WriteRowsParquet(
+                      prefix, functools.partial(scores_schema, self._score_names),
+                      kinds, table_schema))
     rejected = (pcolls["rejected"] | "RejectedJson" >> beam.Map(Rejected.to_json)
                 | "WriteRejected" >> beam.io.WriteToText(
                     FileSystems.join(out, REJECTED_DIR, "part"), file_name_suffix=".jsonl"))

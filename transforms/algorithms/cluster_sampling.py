@@ -7,24 +7,26 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from transforms.algorithms.sampling import uniform_from_id
 
 
-def balanced_quotas(sizes: Mapping[int, int], k: int, seed: int,
-                    tie_name: Callable[[int], str] = lambda c: f"cluster\x00{c}"
-                    ) -> Tuple[float, Dict[int, int]]:
-  """(cap, {cluster: quota}): the cap x with sum_c min(x, n_c) = k, as integer quotas.
+def balanced_quotas(sizes: Mapping[Any, int], k: int, seed: int,
+                    tie_name: Callable[[Any], str] = lambda c: f"cluster\x00{c}"
+                    ) -> Tuple[float, Dict[Any, int]]:
+  """(cap, {group: quota}): the cap x with sum_c min(x, n_c) = k, as integer quotas.
+  Groups are clusters (ints) or any other group key (topics, field values as text).
 
   The largest integer m with sum min(m, n_c) <= k is every cluster's base; the r
   documents left over go one each to r of the clusters larger than m, chosen by a hash
   of (seed, tie_name(cluster)) (the tie rule). The quotas add up to exactly
   min(k, sum n_c), and the cap returned is m + r / (clusters larger than m).
   """
-  sizes = {int(c): int(n) for c, n in sizes.items() if n > 0}
+  sizes = {(c if isinstance(c, str) else int(c)): int(n) for c, n in sizes.items()
+           if n > 0}
   k = max(0, min(int(k), sum(sizes.values())))
   if k == 0:
     return 0.0, {c: 0 for c in sizes}
