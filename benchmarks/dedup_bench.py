@@ -115,7 +115,8 @@ def synthetic_corpus(n: int, copy_fraction: float, seed: int = 0) -> List[dict]:
 
 # ----------------------------------------------------------------------- the methods
 
-def ours(docs: List[dict], mode: str, workers: int = 1) -> Dict[str, str]:
+def ours(docs: List[dict], mode: str, workers: int = 1,
+         threshold: float = THRESHOLD) -> Dict[str, str]:
   """{removed id: kept id} of the Beam transform (transforms/dedup.py) on the FnApiRunner."""
   import apache_beam as beam
   from apache_beam.options.pipeline_options import PipelineOptions
@@ -129,7 +130,7 @@ def ours(docs: List[dict], mode: str, workers: int = 1) -> Dict[str, str]:
   with TestPipeline(runner="FnApiRunner", options=options) as p:
     out = (p | beam.Create([Document(d["id"], d["text"], f"in:{i}")
                             for i, d in enumerate(docs)])
-           | Deduplicate(DedupConfig(mode=mode), seed=0))
+           | Deduplicate(DedupConfig(mode=mode, threshold=threshold), seed=0))
     _ = (out["duplicates"] | beam.Map(lambda d: (d.id, d.scores["copy_of"]))
          | beam.combiners.ToList()
          | beam.Map(lambda rows: pickle.dump(dict(rows), open(path, "wb"))))
@@ -260,7 +261,11 @@ def cmd_quality(args) -> None:
   results = {}
   for name, fn in (("ours exact", lambda: set(ours(docs, "exact"))),
                    ("ours minhash", lambda: set(ours(docs, "minhash"))),
-                   ("datasketch MinHashLSH(0.8, 128)", lambda: set(datasketch_lsh(docs)))):
+                   ("datasketch MinHashLSH(0.8, 128)", lambda: set(datasketch_lsh(docs))),
+                   # Lower confirming thresholds: our recall at datatrove's (equal recall).
+                   *((f"ours minhash, threshold {t}",
+                      lambda t=t: set(ours(docs, "minhash", threshold=t)))
+                     for t in args.thresholds)):
     start = time.time()
     removed = fn()
     results[name] = {**evaluate(docs, planted, removed), "wall_s": round(time.time() - start, 1)}
@@ -290,9 +295,9 @@ def cmd_speed(args) -> None:
       mh.band_keys(mh.signatures([mh.shingle_hashes(d["text"]) for d in batch], perms), 20, 5)
     rows.setdefault("ours: shingles + signatures + band keys (numpy)", []).append(_cpu() - start)
     start = _cpu()
-    ours(docs, "minhash")
-    rows.setdefault("ours: whole --dedup=minhash (Beam, FnApiRunner, 1 worker)", []).append(
-        _cpu() - start)
+    ours(docs, "minhash", threshold=args.threshold)
+    rows.setdefault(f"ours: whole --dedup=minhash (Beam, FnApiRunner, 1 worker, threshold "
+                    f"{args.threshold})", []).append(_cpu() - start)
     if args.datatrove_python:
       _, _, cpu = datatrove(docs, args.datatrove_python)
       rows.setdefault("datatrove 0.10.1: 4 stages (1 worker)", []).append(cpu)
@@ -378,12 +383,16 @@ def build_parser() -> argparse.ArgumentParser:
   harness.add_data_argument(q)
   q.add_argument("--per_level", type=int, default=25)
   q.add_argument("--datatrove_python", default=None)
+  q.add_argument("--thresholds", type=lambda v: [float(t) for t in v.split(",") if t],
+                 default=[], help="extra confirming thresholds of ours, e.g. 0.75,0.7")
   s = sub.add_parser("speed")
   harness.add_data_argument(s)
   s.add_argument("--per_level", type=int, default=25)
   s.add_argument("--documents", type=int, default=5000)
   s.add_argument("--rounds", type=int, default=2)
   s.add_argument("--datatrove_python", default=None)
+  s.add_argument("--threshold", type=float, default=THRESHOLD,
+                 help="our confirming threshold (the one at which recall equals datatrove's)")
   m = sub.add_parser("memory")
   m.add_argument("--sizes", default="5000,10000,20000")
   c = sub.add_parser("cost")
