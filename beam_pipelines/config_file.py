@@ -135,8 +135,8 @@ def load(argv: Sequence[str], ours: Dict[str, Any], beam_names: Sequence[str],
                 tuple(to_argv(path, mapping, ours, beam_names)))
 
 
-def beam_option_names() -> Tuple[str, ...]:
-  """The names of Beam's pipeline options (every PipelineOptions subclass's)."""
+def beam_parser():
+  """An argparse parser of Beam's pipeline options (every PipelineOptions subclass's)."""
   from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
   parser = _BeamArgumentParser(allow_abbrev=False)
   seen = {}
@@ -144,7 +144,12 @@ def beam_option_names() -> Tuple[str, ...]:
     seen.setdefault(str(cls), cls)
   for cls in seen.values():
     cls._add_argparse_args(parser)  # pylint: disable=protected-access
-  return tuple(s[2:] for a in parser._actions  # pylint: disable=protected-access
+  return parser
+
+
+def beam_option_names() -> Tuple[str, ...]:
+  """The names of Beam's pipeline options."""
+  return tuple(s[2:] for a in beam_parser()._actions  # pylint: disable=protected-access
                for s in a.option_strings if s.startswith("--"))
 
 

@@ -366,12 +366,5 @@ def parse_args(argv: Optional[List[str]] = None):
 
 def _unknown_beam_args(beam_args: List[str]) -> List[str]:
   """Arguments that no Beam options class knows: a typo would otherwise be dropped."""
-  from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
-  parser = _BeamArgumentParser(allow_abbrev=False)
-  seen = {}
-  for cls in PipelineOptions.__subclasses__():
-    seen.setdefault(str(cls), cls)
-  for cls in seen.values():
-    cls._add_argparse_args(parser)  # pylint: disable=protected-access
-  _, unknown = parser.parse_known_args(beam_args)
+  _, unknown = config_file.beam_parser().parse_known_args(beam_args)
   return [a for a in unknown if a.startswith("-")]

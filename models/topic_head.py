@@ -13,9 +13,11 @@ import io
 import json
 import os
 import zipfile
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
+
+from models.npz_io import npz_bytes
 
 # WebOrganizer's topic taxonomy, by the id its TopicClassifier predicts.
 TOPIC_NAMES = (
@@ -74,20 +76,6 @@ class TopicHead:
     return self.classes[best], p[np.arange(len(p)), best]
 
 
-def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
-  """The arrays as .npz bytes, identical for identical arrays (np.savez stamps each
-  member with the current time)."""
-  buf = io.BytesIO()
-  with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
-    for name, array in arrays.items():
-      member = io.BytesIO()
-      np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
-      info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-      info.external_attr = 0o644 << 16
-      z.writestr(info, member.getvalue())
-  return buf.getvalue()
-
-
 def head_bytes(head: TopicHead) -> bytes:
   meta = {"embedding_model": head.embedding_model, "l2": head.l2,
           "topic_names": list(TOPIC_NAMES)}
@@ -95,7 +83,7 @@ def head_bytes(head: TopicHead) -> bytes:
     meta["embedding_max_tokens"] = head.embedding_max_tokens
   if head.provenance is not None:
     meta["provenance"] = head.provenance
-  return _npz_bytes({"weights": np.asarray(head.weights, np.float64),
+  return npz_bytes({"weights": np.asarray(head.weights, np.float64),
                      "bias": np.asarray(head.bias, np.float64),
                      "classes": np.asarray(head.classes, np.int64),
                      "meta": np.array(json.dumps(meta, sort_keys=True, indent=1))})
