@@ -24,6 +24,9 @@ import time
 
 import numpy as np
 
+# Folds dealt by a hash of (seed, salt, id) per stratum: shared with the topic head's fit.
+from transforms.algorithms.topic_fit import stratified_folds
+
 L2_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 TOKEN_GRID = (128, 256, 512)
 TEACHER = "Llama-3-70B-Instruct educational score 0-4 (FineWeb-Edu annotations)"
@@ -47,24 +50,6 @@ def load_documents(path):
   if len(set(ids)) != len(ids):
     raise SystemExit(f"{path}: ids are not unique")
   return ids, texts, np.array(scores)
-
-
-def _hash_order(ids, seed, salt):
-  return sorted(range(len(ids)), key=lambda i: hashlib.blake2b(
-      f"{seed}:{salt}:{ids[i]}".encode(), digest_size=8).digest())
-
-
-def stratified_folds(ids, strata, k, seed, salt="outer"):
-  """Fold per document: each stratum ordered by a hash of (seed, salt, id) and dealt
-  round-robin, continuing where the last stratum stopped."""
-  folds = np.empty(len(ids), int)
-  offset = 0
-  for s in np.unique(strata):
-    members = [i for i in _hash_order(ids, seed, salt) if strata[i] == s]
-    for j, i in enumerate(members):
-      folds[i] = (j + offset) % k
-    offset += len(members)
-  return folds
 
 
 def auc(scores, labels):
