@@ -16,8 +16,8 @@ the default.
     # near-copies: peak RSS per N, and the same groups with 1 and 2 workers
     ... dedup_bench memory --sizes 5000,10000,20000
 
-    # cost: --dedup=exact against --dedup=none on a corpus without copies (ABBA)
-    ... dedup_bench cost --documents 20000 --pairs 2
+    # cost: --dedup=exact against --dedup=none on report_cost.py's corpus (ABBA)
+    ... dedup_bench cost --documents 1000000 --pairs 1
 
 datatrove is never a dependency of this project: install it in a venv of its own, e.g.
 `python3.11 -m venv /tmp/dtvenv && /tmp/dtvenv/bin/pip install datatrove==0.10.1 regex
@@ -96,20 +96,21 @@ def planted_corpus(pages: List[dict], per_level: int, seed: int = 0):
   return docs, planted
 
 
-def synthetic_corpus(n: int, copy_fraction: float, seed: int = 0) -> List[dict]:
-  """n documents of random words; copy_fraction of them near-copies (Jaccard ~0.9) of
-  others, in groups of 1 to 4 copies."""
+def synthetic_corpus(n: int, copy_fraction: float, seed: int = 0,
+                     words: int = 200) -> List[dict]:
+  """n documents of `words` random words; copy_fraction of them near-copies of others
+  (one word in 50 replaced: Jaccard of 5-word shingles about 0.8-0.9)."""
   rng = np.random.default_rng(seed)
   vocab = np.array([f"w{i}" for i in range(20000)])
   n_copies = int(n * copy_fraction)
   n_base = n - n_copies
-  docs = [{"id": f"d{i:07d}", "text": " ".join(vocab[rng.integers(0, len(vocab), 200)])}
+  docs = [{"id": f"d{i:07d}", "text": " ".join(vocab[rng.integers(0, len(vocab), words)])}
           for i in range(n_base)]
   for j in range(n_copies):
-    words = docs[int(rng.integers(0, max(1, n_base // 4)))]["text"].split()
-    for i in rng.integers(0, len(words), 4):  # 4 words of 200 replaced: Jaccard ~0.9
-      words[i] = vocab[rng.integers(0, len(vocab))]
-    docs.append({"id": f"n{j:07d}", "text": " ".join(words)})
+    text = docs[int(rng.integers(0, max(1, n_base // 4)))]["text"].split()
+    for i in rng.integers(0, len(text), max(1, words // 50)):
+      text[i] = vocab[rng.integers(0, len(vocab))]
+    docs.append({"id": f"n{j:07d}", "text": " ".join(text)})
   return docs
 
 
@@ -313,63 +314,97 @@ def _write_jsonl(docs, path):
       f.write(json.dumps(d) + "\n")
 
 
-def _peak_rss_run(argv) -> Tuple[float, int]:
-  """(wall s, peak RSS in KiB of the job's process tree): the job runs under a fresh
-  Python whose children's ru_maxrss is the job's alone."""
-  wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], "
-             "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
-             "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-  start = time.time()
-  done = subprocess.run([sys.executable, "-c", wrapper, *harness.select_data_command(argv)],
-                        cwd=harness.REPO, env=harness.job_env(), capture_output=True,
-                        text=True, check=True)
-  rc, peak = done.stdout.split()
-  return time.time() - start, int(peak) if rc == "0" else None
+def _rss_kib(pid: int) -> int:
+  try:
+    with open(f"/proc/{pid}/status") as f:
+      return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+  except (OSError, StopIteration):
+    return 0
+
+
+def _children(pid: int) -> List[int]:
+  found = []
+  try:
+    for task in os.listdir(f"/proc/{pid}/task"):
+      with open(f"/proc/{pid}/task/{task}/children") as f:
+        found += [int(c) for c in f.read().split()]
+  except OSError:
+    pass
+  return found + [g for c in found for g in _children(c)]
+
+
+def _sampled_run(argv, every: float = 0.2) -> Tuple[float, int, int]:
+  """(wall s, peak RSS in KiB of the job's own process, peak RSS of its largest other
+  process), sampled from /proc every `every` seconds. With
+  --direct_running_mode=multi_processing the job's own process is the local runner (it
+  holds every shuffle in memory, as a shuffle service would) and the others are the SDK
+  worker processes, which run the transforms as Dataflow's workers do."""
+  proc = harness.start_select_data(argv)
+  start, runner, worker = time.time(), 0, 0
+  while proc.poll() is None:
+    runner = max(runner, _rss_kib(proc.pid))
+    worker = max([worker] + [_rss_kib(c) for c in _children(proc.pid)])
+    time.sleep(every)
+  err = proc.stderr.read().decode(errors="replace")
+  if proc.returncode:
+    sys.exit(f"the job failed:\n{err[-3000:]}")
+  return time.time() - start, runner, worker
 
 
 def cmd_memory(args) -> None:
   results = []
   for n in [int(x) for x in args.sizes.split(",")]:
     work = tempfile.mkdtemp(prefix="ddmem-")
-    _write_jsonl(synthetic_corpus(n, 0.1), f"{work}/in.jsonl")
+    _write_jsonl(synthetic_corpus(n, 0.1, words=args.words), f"{work}/in.jsonl")
     copies = {}
-    for workers in (1, 2):
-      out = f"{work}/out{workers}"
-      argv = [f"--input={work}/in.jsonl", f"--output={out}", "--id_field=id",
-              "--sampler=random", "--dedup=minhash", "--report=false",
-              "--scores_format=jsonl"] + (
-                  [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
-                  if workers > 1 else [])
-      wall, peak = _peak_rss_run(argv)
-      if peak is None:  # reported, not hidden: the local runner failed
-        results.append({"documents": n, "workers": workers, "failed": True})
-        copies[workers] = None
-        continue
+    # The same job without dedup is the peer: what the job itself holds at this N.
+    for run in args.runs.split(","):
+      mode, workers = run.split(":")[0], int(run.split(":")[1])
+      out = f"{work}/{mode}{workers}"
+      wall, runner, worker = _sampled_run([
+          f"--input={work}/in.jsonl", f"--output={out}", "--id_field=id",
+          "--sampler=random", f"--dedup={mode}", "--report=false", "--scores_format=jsonl",
+          "--cache=none", f"--direct_num_workers={workers}",
+          "--direct_running_mode=multi_processing"])
       rows = [json.loads(l) for name in sorted(os.listdir(f"{out}/scores"))
               for l in open(f"{out}/scores/{name}")]
-      copies[workers] = {r["id"]: r.get("copy_of") for r in rows if r.get("copy_of")}
-      results.append({"documents": n, "workers": workers, "wall_s": round(wall, 1),
-                      "peak_rss_mib": round(peak / 1024, 1),
-                      "copies": len(copies[workers])})
-    results[-1]["same_groups_as_1_worker"] = copies[1] == copies[2]
-    print(json.dumps(results[-2:]), flush=True)
+      found = {r["id"]: r.get("copy_of") for r in rows if r.get("copy_of")}
+      row = {"documents": n, "dedup": mode, "workers": workers, "wall_s": round(wall, 1),
+             "runner_peak_rss_mib": round(runner / 1024, 1),
+             "worker_peak_rss_mib": round(worker / 1024, 1), "copies": len(found)}
+      if mode == "minhash":
+        copies[workers] = found
+        if workers == 2 and 1 in copies:
+          row["same_groups_as_1_worker"] = copies[1] == copies[2]
+      results.append(row)
+      print(json.dumps(row), flush=True)
 
 
 def cmd_cost(args) -> None:
-  work = tempfile.mkdtemp(prefix="ddcost-")
-  _write_jsonl(synthetic_corpus(args.documents, 0.0), f"{work}/in.jsonl")
+  """The job of benchmarks/report_cost.py (random words, 20-400 characters, 8 files,
+  --sampler=random --keep_fraction=0.1 --cache=none), --report=false, with --dedup=exact
+  and --dedup=none in ABBA order."""
+  from benchmarks.report_cost import write_corpus
+  work = args.workdir or tempfile.mkdtemp(prefix="ddcost-")
+  if not os.path.isdir(f"{work}/corpus"):
+    write_corpus(f"{work}/corpus", args.documents, 8)
   runs = {}
   for mode in ("exact", "none"):
     runs[mode] = (lambda mode=mode: harness.time_select_data(
-        [f"--input={work}/in.jsonl", f"--output={work}/{mode}", "--id_field=id",
-         "--sampler=random", f"--dedup={mode}", "--report=false", "--overwrite"], mode))
+        [f"--input={work}/corpus/*.jsonl", f"--output={work}/{mode}", "--id_field=id",
+         "--sampler=random", "--keep_fraction=0.1", "--cache=none", f"--dedup={mode}",
+         "--report=false", "--overwrite"], mode))
   times = {m: [] for m in runs}
   cpus = {m: [] for m in runs}
   for _, mode in harness.abba_order(list(runs), args.pairs):
     wall, cpu = runs[mode]()
     times[mode].append(round(wall, 2))
     cpus[mode].append(round(cpu, 2))
-  print(json.dumps({"documents": args.documents, "wall_s": times, "cpu_s": cpus,
+    print(f"{mode}: {wall:.1f} s wall, {cpu:.1f} s CPU", file=sys.stderr, flush=True)
+  with open(f"{work}/exact/metrics.json") as f:
+    removed = json.load(f).get("dedup", {}).get("duplicates")
+  print(json.dumps({"documents": args.documents, "exact_copies_found": removed,
+                    "wall_s": times, "cpu_s": cpus,
                     "exact_over_none_wall_median": round(
                         harness.median_ratio(times["exact"], times["none"]), 3),
                     "exact_over_none_cpu_median": round(
@@ -395,9 +430,14 @@ def build_parser() -> argparse.ArgumentParser:
                  help="our confirming threshold (the one at which recall equals datatrove's)")
   m = sub.add_parser("memory")
   m.add_argument("--sizes", default="5000,10000,20000")
+  m.add_argument("--words", type=int, default=200, help="words per synthetic document")
+  m.add_argument("--runs", default="minhash:1,minhash:2,none:1",
+                 help="MODE:WORKERS runs at each size; --dedup=none is the peer (what the "
+                      "job itself holds at that size)")
   c = sub.add_parser("cost")
   c.add_argument("--documents", type=int, default=20000)
   c.add_argument("--pairs", type=int, default=2)
+  c.add_argument("--workdir", default=None, help="kept between calls: the corpus is reused")
   return parser
 
 

@@ -25,7 +25,8 @@
    (--direct_num_workers=2 --direct_running_mode=multi_processing), interleaved ABAB.
 
     .venv/bin/python -m benchmarks.precision_bench --data PATH [--parts models,invariance,jobs]
-        [--docs 200] [--embed_docs 1000] [--inv_docs 24] [--job_docs 1000]
+        [--models embedder,judge,perplexity] [--docs 200] [--ppl_docs N]
+        [--embed_docs 1000] [--inv_docs 24] [--job_docs 1000]
         [--llm_job_docs 100] [--rounds 1] [--out FILE.json]
 """
 import argparse
@@ -161,7 +162,10 @@ def part_models(args, docs):
     return len(emb.tokenizer(t[:256 * 32], truncation=True, max_length=256)["input_ids"])
 
   def add(name, model, run, budget, size, frame, tok, transform, lm_head=False):
-    n = args.embed_docs if name == "embedder" else args.docs
+    if name not in args.models.split(","):
+      return
+    n = {"embedder": args.embed_docs, "perplexity": args.ppl_docs or args.docs}.get(
+        name, args.docs)
     texts = [d["text"] for d in docs[:n]]
     edu = np.array([d["edu_score"] for d in docs[:n]], np.float64)
     halves = np.array([half_of(str(d["id"])) for d in docs[:n]])
@@ -176,9 +180,10 @@ def part_models(args, docs):
 
   add("embedder", emb, lambda m, t: m.embed(t), 8192, 256, 2, emb_tokens,
       lambda r: head.predict(r.astype(np.float32)))
-  block, rows = result["models"]["embedder"]
-  cos = np.sum(rows["fp32"] * rows["bf16"], axis=1)
-  block["embedding_min_cosine"] = float(cos.min())
+  if "embedder" in result["models"]:
+    block, rows = result["models"]["embedder"]
+    cos = np.sum(rows["fp32"] * rows["bf16"], axis=1)
+    block["embedding_min_cosine"] = float(cos.min())
   from models.ask_llm import scores_from_probs
   add("judge", judge, lambda m, t: m.score(t), 8192, 64, 100, judge_tokens,
       lambda r: np.array([scores_from_probs(a, b, judge.config.score)["ask_llm_score"]
@@ -248,7 +253,10 @@ def build_parser():
   add_data_argument(ap, "--data")
   ap.add_argument("--parts", default="models,invariance,jobs")
   ap.add_argument("--docs", type=int, default=200, help="pages for the judge, perplexity")
+  ap.add_argument("--ppl_docs", type=int, default=None, help="pages for perplexity "
+                  "(default --docs: it runs at a third of the judge's pages/s)")
   ap.add_argument("--embed_docs", type=int, default=1000, help="pages for the embedder")
+  ap.add_argument("--models", default="embedder,judge,perplexity")
   ap.add_argument("--inv_docs", type=int, default=24)
   ap.add_argument("--job_docs", type=int, default=1000, help="quality_head job pages")
   ap.add_argument("--llm_job_docs", type=int, default=100, help="ask_llm job pages")

@@ -4,8 +4,9 @@ Deduplicate takes the valid Documents and returns {"kept", "duplicates", "stats"
 - exact: documents whose normalised text (algorithms/minhash.normalize: NFKC, whitespace
   collapsed) is the same are one group;
 - minhash (after exact, on what exact kept): word n-gram MinHash signatures, LSH band
-  buckets, each bucket member confirmed against the bucket's smallest member by the
-  signatures' Jaccard estimate, then connected components (dedup_groups.Components).
+  buckets (nodes only), each member of a bucket of two or more confirmed against the
+  bucket's smallest member by the signatures' Jaccard estimate (each pair once), then
+  connected components (dedup_groups.Components).
 In every group the document with the smallest (hash of (seed, id), id, source) is kept,
 the same on any runner, worker count and file order. The others get copy_of (the kept
 id) and copy_kind, count in duplicates:<kind>, and go straight to scores/.
@@ -74,22 +75,39 @@ class _Signatures(beam.DoFn):
 
 
 def _band_members(element):
-  node, sig, keys = element
+  node, _, keys = element
   for band, key in enumerate(keys):
-    yield (band, key), (node, sig, None)  # the member is (node, sig)
+    yield (band, key), (node, None, None)  # no signature: most buckets hold one document
+
+
+def _candidate(element):
+  """A member of a band bucket of two or more -> (member, the bucket's smallest member):
+  its candidate group, named by that smallest member (which joins its own group)."""
+  _, best, size, (node, _) = element
+  if best is not None and size >= 2:
+    yield node, best[0]
+
+
+def _signed_members(element):
+  """(node, {sig, group}) -> (group, member carrying its signature) for each candidate
+  group of the node; signatures travel only with candidates."""
+  node, grouped = element
+  sigs = list(grouped["sig"])
+  for group in grouped["group"]:
+    yield group, (node, sigs[0], None)
 
 
 def _confirm(element, threshold: float):
-  """A bucket member -> memberships (node, bucket) of the member and the bucket's
-  smallest member when their Jaccard estimate reaches the threshold."""
-  bucket, best, size, (node, sig) = element
+  """A candidate group's member -> memberships (node, group) of the member and the
+  group's smallest member when their Jaccard estimate reaches the threshold."""
+  group, best, size, (node, sig) = element
   if best is None or size < 2 or best[0] == node:
     return
   estimate = mh.jaccard_estimate(mh.from_bytes(sig), mh.from_bytes(best[1]))
   yield beam.pvalue.TaggedOutput("estimates", estimate)
   if estimate >= threshold:
-    yield node, bucket
-    yield best[0], bucket
+    yield node, group
+    yield best[0], group
 
 
 def _resolve_minhash(element):
@@ -164,8 +182,17 @@ class _MinHash(beam.PTransform):
     c = self._config
     signed = (docs | "Batch" >> beam.BatchElements(min_batch_size=16, max_batch_size=256)
               | "Signatures" >> beam.ParDo(_Signatures(c, self._seed)))
-    confirmed = (signed | "BandMembers" >> beam.FlatMap(_band_members)
-                 | "Buckets" >> GroupMin(node_salt, min_count=2)
+    # Band buckets carry nodes only; each member of a bucket of two or more is a candidate
+    # of the bucket's smallest member, counted once however many bands they share, and
+    # confirmed against it with both signatures (salted like any group: GroupMin).
+    candidates = (signed | "BandMembers" >> beam.FlatMap(_band_members)
+                  | "Buckets" >> GroupMin(node_salt, min_count=2)
+                  | "Candidates" >> beam.FlatMap(_candidate)
+                  | "DistinctCandidates" >> beam.Distinct())
+    sigs = signed | "NodeSignatures" >> beam.Map(lambda s: (s[0], s[1]))
+    confirmed = ({"sig": sigs, "group": candidates} | "JoinSignatures" >> beam.CoGroupByKey()
+                 | "SignedMembers" >> beam.FlatMap(_signed_members)
+                 | "CandidateGroups" >> GroupMin(node_salt, min_count=2)
                  | "Confirm" >> beam.FlatMap(_confirm, c.threshold).with_outputs(
                      "estimates", main="memberships"))
     labels = confirmed["memberships"] | "Components" >> Components(c.rounds)
