@@ -277,14 +277,18 @@ def test_truncated_wet_keeps_the_whole_records_before_the_cut(tmp_path_factory, 
   open(path, "wb").write(cut)
   intact = []  # the records whose whole member survived the cut
   d = __import__("zlib").decompressobj(wbits=31)
-  stream, rest = b"", cut
+  stream, rest, between_members = b"", cut, True
   while rest:
     chunk = d.decompress(rest)
     if not d.eof:
+      between_members = False
       break
     stream, rest, d = stream + chunk, d.unused_data, __import__("zlib").decompressobj(wbits=31)
   intact = _warcio_records(stream)
   docs, rejected = _read(path)
+  if between_members:  # a cut between two gzip members is a shorter, valid WET file
+    assert sorted(x[0] for x in docs) == sorted(e[0] for e in intact) and rejected == []
+    return
   got = sorted(x[0] for x in docs)
   if len(docs) == len(intact) + 1:
     # The cut fell in the last member's gzip trailer: that record's bytes are all there
@@ -295,6 +299,24 @@ def test_truncated_wet_keeps_the_whole_records_before_the_cut(tmp_path_factory, 
   assert got == sorted(e[0] for e in intact)
   assert len(rejected) == 1 and rejected[0][1] == records.UNREADABLE_FILE
   assert rejected[0][0] == f"{path}:after#{len(docs)}"
+
+
+def test_a_wet_file_cut_between_two_members_is_read_whole(tmp_path):
+  """Each WARC record is a gzip member: a file that ends between two members is a valid,
+  shorter WET file (nothing to report), not a truncated one."""
+  import zlib
+  path = str(tmp_path / "short.warc.wet.gz")
+  _wet(path, ROWS)
+  blob = open(path, "rb").read()
+  ends, rest = [], blob
+  while rest:
+    d = zlib.decompressobj(wbits=31)
+    d.decompress(rest)
+    ends.append(len(blob) - len(d.unused_data))
+    rest = d.unused_data
+  open(path, "wb").write(blob[:ends[3]])  # warcinfo and the first three records
+  docs, rejected = _read(path)
+  assert rejected == [] and sorted(x[1] for x in docs) == sorted(r["text"] for r in ROWS[:3])
 
 
 # --- A .json file holding one JSON array.

@@ -2,10 +2,11 @@
 
 GroupMin gives every member of a group the group's smallest value and size. A group of a
 million members (a million boilerplate pages in one exact-copy key or LSH band bucket) is
-never gathered in one place: members are spread over SALTS salted keys, the minimum is
-combined (CombinePerKey is distributed: partial minima per worker, then per salt, then
-per group) and sent back only to the salts that hold members. The only per-group
-GroupByKey holds at most SALTS small records.
+never gathered in one place: members are spread over SALTS salted keys; the minimum, the
+count and the set of salts holding members are combined per group (CombinePerKey is
+distributed: partial results per worker, each at most SALTS small ints) and the minimum
+is sent back only to the salts that hold members. Each member crosses two shuffles: one
+small record into the combine, itself into the join with its salt's minimum.
 
 Components labels the nodes of a hypergraph (nodes in groups) with the smallest node of
 their connected component: unrolled rounds of min-label propagation, each a GroupMin
@@ -24,42 +25,47 @@ from transforms import metrics
 SALTS = 256
 
 
-class _MinCount(beam.CombineFn):
-  """(smallest value, count); values are (order, carry) tuples whose orders are unique
-  or whose carries compare equal, so the carry never decides."""
+class _MinCountSalts(beam.CombineFn):
+  """[smallest (order, carry), count, the salts holding members] of a group; the salts
+  become None (every salt) once they reach SALTS, so no accumulator outgrows SALTS small
+  ints. Orders are unique or their carries compare equal, so the carry never decides."""
 
   def create_accumulator(self):
-    return (None, 0)
+    return [None, 0, set()]
 
   def add_input(self, acc, value):
-    return (value if acc[0] is None or value < acc[0] else acc[0], acc[1] + 1)
+    order_carry, salt = value
+    if acc[0] is None or order_carry < acc[0]:
+      acc[0] = order_carry
+    acc[1] += 1
+    if acc[2] is not None:
+      acc[2].add(salt)
+      if len(acc[2]) >= SALTS:
+        acc[2] = None
+    return acc
 
   def merge_accumulators(self, accs):
-    best, count = None, 0
-    for value, n in accs:
-      if value is not None and (best is None or value < best):
-        best = value
-      count += n
-    return (best, count)
+    out = self.create_accumulator()
+    for best, count, salts in accs:
+      if best is not None and (out[0] is None or best < out[0]):
+        out[0] = best
+      out[1] += count
+      if out[2] is not None:
+        out[2] = None if salts is None else out[2] | salts
+        if out[2] is not None and len(out[2]) >= SALTS:
+          out[2] = None
+    return out
 
   def extract_output(self, acc):
     return acc
 
 
-class _MergeMinCount(_MinCount):
-  """Combines (value, count) pairs: the smallest value and the summed count."""
-
-  def add_input(self, acc, value):
-    return self.merge_accumulators([acc, value])
-
-
 def _spread(element, min_count):
-  key, grouped = element
-  found = list(grouped["g"])
-  if not found or found[0][1] < min_count:
+  key, (best, count, salts) = element
+  if count < min_count:
     return
-  for salt in grouped["salts"]:
-    yield (key, salt), found[0]
+  for salt in range(SALTS) if salts is None else sorted(salts):
+    yield (key, salt), (best, count)
 
 
 def _deliver(element):
@@ -86,12 +92,12 @@ class GroupMin(beam.PTransform):
     salted = pcoll | "Salt" >> beam.Map(
         lambda kv: ((kv[0], salt_fn(kv[1][0] if kv[1][2] is None else kv[1][2]) % SALTS),
                     kv[1]))
-    local = (salted | "OrderOnly" >> beam.Map(lambda kv: (kv[0], (kv[1][0], kv[1][1])))
-             | "MinPerSalt" >> beam.CombinePerKey(_MinCount()))
-    group = (local | "ByGroup" >> beam.Map(lambda kv: (kv[0][0], kv[1]))
-             | "MinPerGroup" >> beam.CombinePerKey(_MergeMinCount()))
-    salts = local | "SaltsOfGroup" >> beam.Map(lambda kv: kv[0])
-    spread = ({"salts": salts, "g": group} | "JoinSalts" >> beam.CoGroupByKey()
+    # One small record per member into a combine (partial results on every worker), and
+    # the group's minimum back only to the salts that hold members.
+    spread = (salted
+              | "OrderOnly" >> beam.Map(lambda kv: (kv[0][0], ((kv[1][0], kv[1][1]),
+                                                               kv[0][1])))
+              | "MinPerGroup" >> beam.CombinePerKey(_MinCountSalts())
               | "Spread" >> beam.FlatMap(_spread, self._min_count))
     return ({"m": salted, "g": spread} | "JoinMembers" >> beam.CoGroupByKey()
             | "Deliver" >> beam.FlatMap(_deliver))
