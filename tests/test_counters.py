@@ -7,7 +7,10 @@ from apache_beam.testing.test_pipeline import TestPipeline
 
 from beam_pipelines import caching, graph, options
 from tests.test_select_data import write_inputs
+from models import precision
 from transforms import metrics
+
+AUTO_JUDGE = precision.resolve("auto", "scorer", "cpu")
 
 
 def _counters(tmp_path, *extra):
@@ -49,9 +52,10 @@ def test_counters_of_an_ask_llm_run(tmp_path, tiny_causal_lm_dir):
                  "queued:ask_llm": 12, "inferred:ask_llm": 12, "model_loads:ask_llm": 1,
                  # The tiny model's tokenizer has a chat template: auto used it.
                  "model_setting:ask_llm:chat_template=on": 1,
-                 # --precision=auto runs the judge in fp32 on a CPU (models/precision.py),
-                 # with this process's torch threads (one local worker process).
-                 "model_setting:ask_llm:precision=fp32": 1,
+                 # --precision=auto: auto's pick for the judge on this CPU (bf16 with
+                 # AVX512-BF16 or AMX, else fp32: models/precision.py), with this
+                 # process's torch threads (one local worker process).
+                 f"model_setting:ask_llm:precision={AUTO_JUDGE}": 1,
                  f"model_setting:ask_llm:threads={torch.get_num_threads()}": 1,
                  "cache_written:ask_llm": 12}
   # Run again: every score comes from the cache and the model is not loaded.

@@ -13,7 +13,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from beam_pipelines import select_data
 from transforms import read, records
@@ -211,6 +211,7 @@ _NAME = st.text(st.sampled_from("ab.,[]*?! -_\\'\n"), min_size=1, max_size=8).ma
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(names=st.sets(_NAME, min_size=1, max_size=6))
+@example(names={"[?-.].jsonl", "[b-a!].jsonl", "[a-b-].jsonl"})  # reversed ranges
 def test_a_star_matches_every_name_and_each_name_matches_itself(names):
   with tempfile.TemporaryDirectory() as tmp:
     sizes = {}
@@ -230,3 +231,14 @@ def test_a_star_matches_every_name_and_each_name_matches_itself(names):
 def test_split_patterns_takes_escaped_commas_as_part_of_a_name(paths):
   given_arg = ",".join(p.replace(",", "\\,") for p in paths)
   assert read.split_patterns(given_arg) == paths
+
+
+@given(pattern=st.text(st.sampled_from("ab-z[]!*?."), min_size=1, max_size=8),
+       name=st.text(st.sampled_from("abz-.!"), min_size=0, max_size=6))
+def test_a_glob_matches_a_name_as_fnmatch_does(pattern, name):
+  """Classes, negation, ranges (a reversed one matches nothing) as in Python's fnmatch,
+  for names without `/` (where this glob's `*` and fnmatch's differ)."""
+  import fnmatch
+  import re
+  from transforms.input_files import translate
+  assert bool(re.match(translate(pattern), name)) == fnmatch.fnmatchcase(name, pattern)

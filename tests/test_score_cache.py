@@ -18,6 +18,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 
 from beam_pipelines import caching, select_data
 from beam_pipelines.options import JobConfig, parse_args
+from models.precision import resolve
 from transforms import score_cache
 from transforms.records import Document
 from transforms.score_cache import CODECS, text_key
@@ -160,7 +161,7 @@ def test_fingerprints_change_with_what_changes_the_scores(tiny_causal_lm_dir, tm
   for same in (["--keep_fraction=0.5"], ["--seed=7"], ["--sampler=random"],
                ["--quality_pool_factor=3"], ["--batch_tokens=999"],
                # The device is not in it; the precision (auto's choice per device) is.
-               ["--device=cuda", "--precision=fp32"]):
+               ["--device=cuda", f"--precision={resolve('auto', 'scorer', 'cpu')}"]):
     specs = _specs(*base, *same)
     assert all(s.fingerprint == fp for n, s in specs.items() if n == "ask_llm"), same
   assert _specs(*base, "--cache=none") == {}

@@ -74,12 +74,26 @@ def translate(pattern: str) -> str:
     elif c == "[" and (end := _class_end(pattern, i)) is not None:
       body, i = pattern[i:end], end + 1
       negate = body.startswith("!")
-      body = body[1:] if negate else body
-      body = re.sub(r"([\\\[\]^])", r"\\\1", body)  # literal inside a class; `-` stays a range
-      out.append(f"[^/{body}]" if negate else f"[{body}]")
+      body = _class_body(body[1:] if negate else body)
+      out.append(f"[^/{body}]" if negate else f"[{body}]" if body else "(?!)")
     else:
       out.append(re.escape(c))
   return "(?s)" + "".join(out) + r"\Z"
+
+
+def _class_body(body: str) -> str:
+  """A glob class's members as a regex class body: `a-z` a range, a reversed range
+  (`z-a`) nothing (as fnmatch has it), every other character literal."""
+  items, k = [], 0
+  while k < len(body):
+    if k + 2 < len(body) and body[k + 1] == "-":
+      if body[k] <= body[k + 2]:
+        items.append(f"{re.escape(body[k])}-{re.escape(body[k + 2])}")
+      k += 3
+    else:
+      items.append(re.escape(body[k]))
+      k += 1
+  return "".join(items)
 
 
 def _class_end(pattern: str, i: int) -> Optional[int]:
