@@ -33,9 +33,10 @@ TEACHER = "Llama-3-70B-Instruct educational score 0-4 (FineWeb-Edu annotations)"
 DATASET = "FineWeb-Edu annotated pages, dev file (ODC-By 1.0)"
 
 
-def load_documents(path):
-  """(ids, texts, edu_score) of a JSONL file with id, text and edu_score per line."""
-  ids, texts, scores = [], [], []
+def load_documents(path, label="edu_score", cast=float, kind="a numeric"):
+  """(ids, texts, labels) of a JSONL file with id, text and `label` per line (labels as
+  `cast` makes them, in a numpy array); scripts/fit_topic_head.py reads topic_id."""
+  ids, texts, labels = [], [], []
   with open(path, encoding="utf-8") as f:
     for n, line in enumerate(f, 1):
       if not line.strip():
@@ -44,12 +45,12 @@ def load_documents(path):
       try:
         ids.append(str(d["id"]))
         texts.append(str(d["text"]))
-        scores.append(float(d["edu_score"]))
+        labels.append(cast(d[label]))
       except (KeyError, TypeError, ValueError) as e:
-        raise SystemExit(f"{path}:{n}: needs id, text and a numeric edu_score ({e})")
+        raise SystemExit(f"{path}:{n}: needs id, text and {kind} {label} ({e})")
   if len(set(ids)) != len(ids):
     raise SystemExit(f"{path}: ids are not unique")
-  return ids, texts, np.array(scores)
+  return ids, texts, np.array(labels, np.int64 if cast is int else np.float64)
 
 
 def auc(scores, labels):

@@ -18,7 +18,6 @@ The bundled head was written by (from the repository root, the package installed
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -26,32 +25,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from fit_quality_head import embed_all, file_sha256  # noqa: E402
+from fit_quality_head import embed_all, file_sha256, load_documents  # noqa: E402
 from transforms.algorithms.topic_fit import (  # noqa: E402
     L2_GRID, choose_l2, fit_softmax, nested_accuracy, stratified_folds)
 
 TOKENS = 128
 DATASET = "WebOrganizer topic-labelled web pages, dev file (DCLM-style crawl)"
 LABELS = "WebOrganizer TopicClassifier topic_id (Wettig et al. 2025)"
-
-
-def load_documents(path):
-  """(ids, texts, topic ids) of a JSONL file with id, text and topic_id per line."""
-  ids, texts, topics = [], [], []
-  with open(path, encoding="utf-8") as f:
-    for n, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      d = json.loads(line)
-      try:
-        ids.append(str(d["id"]))
-        texts.append(str(d["text"]))
-        topics.append(int(d["topic_id"]))
-      except (KeyError, TypeError, ValueError) as e:
-        raise SystemExit(f"{path}:{n}: needs id, text and an integer topic_id ({e})")
-  if len(set(ids)) != len(ids):
-    raise SystemExit(f"{path}: ids are not unique")
-  return ids, texts, np.array(topics, np.int64)
 
 
 def main(argv=None):
@@ -74,7 +54,7 @@ def main(argv=None):
 
   output = args.output or th.bundled_path()
   grid = [float(v) for v in args.l2_grid.split(",")]
-  ids, texts, y = load_documents(args.data)
+  ids, texts, y = load_documents(args.data, "topic_id", int, "an integer")
   classes = np.unique(y)
   x = embed_all(texts, [args.embedding_max_tokens], args.embedding_model,
                 cache_dir=args.embeddings_cache)[args.embedding_max_tokens]

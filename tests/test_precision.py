@@ -13,15 +13,9 @@ from models import precision, threads
 from models.ask_llm import AskLLMConfig, load_scorer
 from models.embeddings import EmbeddingConfig, load_embedder
 from models.perplexity import PerplexityConfig, load_perplexity_scorer
+from tests.test_ask_llm import TEXTS as ASK_LLM_TEXTS
 
-TEXTS = [
-    "Photosynthesis turns sunlight, water and carbon dioxide into sugar.",
-    "Home | About | Contact",
-    "The cell is the basic unit of life " * 30,
-    "yes",
-    "An atom has a small nucleus of protons and neutrons surrounded by electrons. " * 3,
-    "Inflation is the rate at which prices rise over time. " * 8,
-]
+TEXTS = ASK_LLM_TEXTS + ["Inflation is the rate at which prices rise over time. " * 8]
 # |score in a batch - score alone|: fp32 is the project's promise (docs/design.md); bf16
 # the bound measured on the bundled models (docs/measurements.md#precision) with margin.
 BATCH_TOLERANCE = {"fp32": 1e-5, "bf16": 2e-2}
