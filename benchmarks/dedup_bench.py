@@ -32,6 +32,7 @@ import os
 import pickle
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -333,13 +334,16 @@ def _children(pid: int) -> List[int]:
   return found + [g for c in found for g in _children(c)]
 
 
-def _sampled_run(argv, every: float = 0.2) -> Tuple[float, int, int]:
+def _sampled_run(argv, every: float = 0.2, module: str = "beam_pipelines.select_data"
+                 ) -> Tuple[float, int, int]:
   """(wall s, peak RSS in KiB of the job's own process, peak RSS of its largest other
   process), sampled from /proc every `every` seconds. With
   --direct_running_mode=multi_processing the job's own process is the local runner (it
   holds every shuffle in memory, as a shuffle service would) and the others are the SDK
   worker processes, which run the transforms as Dataflow's workers do."""
-  proc = harness.start_select_data(argv)
+  proc = subprocess.Popen([sys.executable, "-m", module, *argv], cwd=harness.REPO,
+                          env=harness.job_env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, start_new_session=True)
   start, runner, worker = time.time(), 0, 0
   while proc.poll() is None:
     runner = max(runner, _rss_kib(proc.pid))
@@ -352,24 +356,36 @@ def _sampled_run(argv, every: float = 0.2) -> Tuple[float, int, int]:
 
 
 def cmd_memory(args) -> None:
+  # streamed: Beam's local runner sends each shuffle's output to a worker in pieces, as
+  # Dataflow does, instead of in one message (see benchmarks/streamed_shuffle.py).
+  module = ("benchmarks.streamed_shuffle" if args.shuffle == "streamed"
+            else "beam_pipelines.select_data")
   results = []
   for n in [int(x) for x in args.sizes.split(",")]:
-    work = tempfile.mkdtemp(prefix="ddmem-")
-    _write_jsonl(synthetic_corpus(n, 0.1, words=args.words), f"{work}/in.jsonl")
+    if args.workdir:
+      work = os.path.join(args.workdir, f"n{n}-w{args.words}")
+      os.makedirs(work, exist_ok=True)
+    else:
+      work = tempfile.mkdtemp(prefix="ddmem-")
+    if not os.path.exists(f"{work}/in.jsonl"):
+      _write_jsonl(synthetic_corpus(n, 0.1, words=args.words), f"{work}/in.jsonl.part")
+      os.replace(f"{work}/in.jsonl.part", f"{work}/in.jsonl")
     copies = {}
     # The same job without dedup is the peer: what the job itself holds at this N.
     for run in args.runs.split(","):
       mode, workers = run.split(":")[0], int(run.split(":")[1])
-      out = f"{work}/{mode}{workers}"
-      wall, runner, worker = _sampled_run([
+      out = f"{work}/{mode}{workers}-{args.shuffle}"
+      shutil.rmtree(out, ignore_errors=True)  # this benchmark's own earlier output
+      wall, runner, worker = _sampled_run(module=module, argv=[
           f"--input={work}/in.jsonl", f"--output={out}", "--id_field=id",
           "--sampler=random", f"--dedup={mode}", "--report=false", "--scores_format=jsonl",
-          "--cache=none", f"--direct_num_workers={workers}",
-          "--direct_running_mode=multi_processing"])
+          "--cache=none", f"--docs_per_file={args.docs_per_file}",
+          f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"])
       rows = [json.loads(l) for name in sorted(os.listdir(f"{out}/scores"))
               for l in open(f"{out}/scores/{name}")]
       found = {r["id"]: r.get("copy_of") for r in rows if r.get("copy_of")}
-      row = {"documents": n, "dedup": mode, "workers": workers, "wall_s": round(wall, 1),
+      row = {"documents": n, "dedup": mode, "workers": workers, "shuffle": args.shuffle,
+             "wall_s": round(wall, 1),
              "runner_peak_rss_mib": round(runner / 1024, 1),
              "worker_peak_rss_mib": round(worker / 1024, 1), "copies": len(found)}
       if mode == "minhash":
@@ -431,6 +447,14 @@ def build_parser() -> argparse.ArgumentParser:
   m = sub.add_parser("memory")
   m.add_argument("--sizes", default="5000,10000,20000")
   m.add_argument("--words", type=int, default=200, help="words per synthetic document")
+  m.add_argument("--shuffle", choices=("local", "streamed"), default="local",
+                 help="streamed: the local runner sends a shuffle's output to workers in "
+                      "pieces, as Dataflow does (benchmarks/streamed_shuffle.py)")
+  m.add_argument("--docs_per_file", type=int, default=50_000,
+                 help="the job's option: a ranked file's documents are sorted in one "
+                      "worker, so its peak is at least this many selected documents")
+  m.add_argument("--workdir", default=None,
+                 help="kept between calls: a corpus of the same size and words is reused")
   m.add_argument("--runs", default="minhash:1,minhash:2,none:1",
                  help="MODE:WORKERS runs at each size; --dedup=none is the peer (what the "
                       "job itself holds at that size)")
