@@ -194,6 +194,21 @@ def test_minhash_finds_planted_near_copies_and_points_every_copy_at_a_kept_docum
   assert sum(stats["jaccard_estimates"]["counts"]) >= 10
 
 
+def test_an_id_read_twice_shares_an_order_hash_and_each_record_is_judged_on_its_text():
+  # Band buckets and the signature join are keyed by the order hash of (seed, id): two
+  # records of one id meet there, and only the one whose text is a near-copy is one.
+  rng = random.Random(6)
+  a, b = random_text(rng), random_text(rng)
+  docs = [Document("same", a, "f1:1"), Document("same", b, "f2:1"),
+          Document("other", near_copy(rng, b, 0.9), "f3:1")]
+  docs += [Document(f"z{i}", random_text(rng), f"f4:{i}") for i in range(5)]
+  kept, copies, _ = _run(docs, dedup_options.DedupConfig(mode="minhash"))
+  assert len(kept) == len(docs) - 1 and len(copies) == 1
+  (copy, (target, kind)), = copies.items()
+  assert kind == "minhash" and {copy, target} == {"same", "other"}
+  assert kept.count("same") == (2 if copy == "other" else 1)
+
+
 def test_the_kept_copy_does_not_depend_on_order_or_workers():
   docs = _planted(random.Random(4), n_base=24)
   config = dedup_options.DedupConfig(mode="minhash")

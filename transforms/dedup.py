@@ -4,7 +4,7 @@ Deduplicate takes the valid Documents and returns {"kept", "duplicates", "stats"
 - exact: documents whose normalised text (algorithms/minhash.normalize: NFKC, whitespace
   collapsed) is the same are one group;
 - minhash (after exact, on what exact kept): word n-gram MinHash signatures, LSH band
-  buckets (nodes only), each member of a bucket of two or more confirmed against the
+  buckets (two-integer record keys only), each member of a bucket of two or more confirmed against the
   bucket's smallest member by the signatures' Jaccard estimate (each pair once), then
   connected components (dedup_groups.Components).
 In every group the document with the smallest (hash of (seed, id), id, source) is kept,
@@ -20,7 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms import metrics
 from transforms.algorithms import minhash as mh
-from transforms.dedup_groups import Components, GroupMin, node_salt
+from transforms.dedup_groups import Components, GroupMin, node_salt, record_salt
 from transforms.dedup_stats import DedupStats
 from transforms.output_layout import DEDUP_STATS_FILE
 from transforms.output_files import write_json_atomic
@@ -74,27 +74,40 @@ class _Signatures(beam.DoFn):
         yield node_of(doc, self._seed), mh.to_bytes(sig), k.tolist()
 
 
+def record_key(node: Node) -> Tuple[int, int]:
+  """(order hash, hash of (id, source)): one record's name in the band and candidate
+  shuffles, two integers instead of its id and source (an id read twice is two records;
+  two records share a name with probability about 2^-124)."""
+  return node[0], mh.record_hash(node[1], node[2])
+
+
 def _band_members(element):
+  """A document's band keys -> (key, (record key, 0, None)): a band's key hashes the
+  band's number too, so one key space serves all bands. No id, source or signature:
+  most buckets hold one document, and each document has a record per band."""
   node, _, keys = element
-  for band, key in enumerate(keys):
-    yield (band, key), (node, None, None)  # no signature: most buckets hold one document
+  record = record_key(node)
+  for key in keys:
+    yield key, (record, 0, None)
 
 
 def _candidate(element):
-  """A member of a band bucket of two or more -> (member, the bucket's smallest member):
-  its candidate group, named by that smallest member (which joins its own group)."""
-  _, best, size, (node, _) = element
+  """A member of a band bucket of two or more -> (its record key, the bucket's smallest
+  record key): its candidate group, named by that smallest member (which joins its own
+  group)."""
+  _, best, size, (record, _) = element
   if best is not None and size >= 2:
-    yield node, best[0]
+    yield record, best[0]
 
 
 def _signed_members(element):
-  """(node, {sig, group}) -> (group, member carrying its signature) for each candidate
-  group of the node; signatures travel only with candidates."""
-  node, grouped = element
-  sigs = list(grouped["sig"])
-  for group in grouped["group"]:
-    yield group, (node, sigs[0], None)
+  """(record key, {sig: (node, signature), group}) -> (group, member carrying its
+  signature) for each candidate group; signatures travel only with candidates."""
+  _, grouped = element
+  groups = list(grouped["group"])
+  for node, sig in grouped["sig"]:  # one, unless two records' keys collide
+    for group in groups:
+      yield group, (node, sig, None)
 
 
 def _confirm(element, threshold: float):
@@ -182,14 +195,15 @@ class _MinHash(beam.PTransform):
     c = self._config
     signed = (docs | "Batch" >> beam.BatchElements(min_batch_size=16, max_batch_size=256)
               | "Signatures" >> beam.ParDo(_Signatures(c, self._seed)))
-    # Band buckets carry nodes only; each member of a bucket of two or more is a candidate
-    # of the bucket's smallest member, counted once however many bands they share, and
-    # confirmed against it with both signatures (salted like any group: GroupMin).
+    # Band buckets carry record keys only; each member of a bucket of two or more is a
+    # candidate of the bucket's smallest member, counted once however many bands they
+    # share, and confirmed against it with both signatures (salted like any group:
+    # GroupMin).
     candidates = (signed | "BandMembers" >> beam.FlatMap(_band_members)
-                  | "Buckets" >> GroupMin(node_salt, min_count=2)
+                  | "Buckets" >> GroupMin(record_salt, min_count=2)
                   | "Candidates" >> beam.FlatMap(_candidate)
                   | "DistinctCandidates" >> beam.Distinct())
-    sigs = signed | "NodeSignatures" >> beam.Map(lambda s: (s[0], s[1]))
+    sigs = signed | "NodeSignatures" >> beam.Map(lambda s: (record_key(s[0]), (s[0], s[1])))
     confirmed = ({"sig": sigs, "group": candidates} | "JoinSignatures" >> beam.CoGroupByKey()
                  | "SignedMembers" >> beam.FlatMap(_signed_members)
                  | "CandidateGroups" >> GroupMin(node_salt, min_count=2)

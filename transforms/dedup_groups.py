@@ -103,6 +103,11 @@ class GroupMin(beam.PTransform):
             | "Deliver" >> beam.FlatMap(_deliver))
 
 
+def record_salt(record: Tuple[int, int]) -> int:
+  """A record key is (order hash, hash of (id, source)): its order hash spreads it."""
+  return record[0]
+
+
 def node_salt(node: Tuple[int, str, str]) -> int:
   """A node is (order hash, id, source): its hash spreads it over the salts."""
   return node[0]

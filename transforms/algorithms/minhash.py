@@ -48,6 +48,13 @@ def order_hash(seed: int, doc_id: str) -> int:
   return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 2
 
 
+def record_hash(doc_id: str, source: str) -> int:
+  """A 62-bit hash of (id, source): with the order hash, a record's name in the shuffles."""
+  data = doc_id.encode("utf-8", "surrogatepass") + b"\x00" + source.encode(
+      "utf-8", "surrogatepass")
+  return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 2
+
+
 def words(text: str) -> List[str]:
   """The lower-cased words of the normalised text."""
   return _WORD.findall(normalize(text).lower())
