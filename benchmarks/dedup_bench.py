@@ -360,6 +360,8 @@ def cmd_memory(args) -> None:
   # Dataflow does, instead of in one message (see benchmarks/streamed_shuffle.py).
   module = ("benchmarks.streamed_shuffle" if args.shuffle == "streamed"
             else "beam_pipelines.select_data")
+  if args.processor_cache_s is not None and args.shuffle != "streamed":
+    sys.exit("error: --processor_cache_s needs --shuffle=streamed")
   results = []
   for n in [int(x) for x in args.sizes.split(",")]:
     if args.workdir:
@@ -380,11 +382,14 @@ def cmd_memory(args) -> None:
           f"--input={work}/in.jsonl", f"--output={out}", "--id_field=id",
           "--sampler=random", f"--dedup={mode}", "--report=false", "--scores_format=jsonl",
           "--cache=none", f"--docs_per_file={args.docs_per_file}",
-          f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"])
+          f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+          + ([f"--processor_cache_s={args.processor_cache_s}"]
+             if args.processor_cache_s is not None else []))
       rows = [json.loads(l) for name in sorted(os.listdir(f"{out}/scores"))
               for l in open(f"{out}/scores/{name}")]
       found = {r["id"]: r.get("copy_of") for r in rows if r.get("copy_of")}
       row = {"documents": n, "dedup": mode, "workers": workers, "shuffle": args.shuffle,
+             "processor_cache_s": args.processor_cache_s,
              "wall_s": round(wall, 1),
              "runner_peak_rss_mib": round(runner / 1024, 1),
              "worker_peak_rss_mib": round(worker / 1024, 1), "copies": len(found)}
@@ -453,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
   m.add_argument("--docs_per_file", type=int, default=50_000,
                  help="the job's option: a ranked file's documents are sorted in one "
                       "worker, so its peak is at least this many selected documents")
+  m.add_argument("--processor_cache_s", type=float, default=None,
+                 help="with --shuffle=streamed: workers keep an idle stage's bundle "
+                      "processor this long instead of Beam's 60 s (worker_cache.py)")
   m.add_argument("--workdir", default=None,
                  help="kept between calls: a corpus of the same size and words is reused")
   m.add_argument("--runs", default="minhash:1,minhash:2,none:1",

@@ -19,6 +19,7 @@ runner holds the same bytes either way. Used by `dedup_bench memory --shuffle=st
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
@@ -92,21 +93,50 @@ def install() -> None:
 
 
 def build_parser():
-  """The job's own options, plus --chunk_bytes (taken out before the job sees them)."""
+  """The job's own options, plus --chunk_bytes and --processor_cache_s (taken out
+  before the job sees them)."""
   from beam_pipelines.options import build_parser as job_parser
   parser = job_parser()
   parser.add_argument("--chunk_bytes", type=int, default=CHUNK_BYTES,
                       help="pieces of a stage's input of about this many bytes")
+  parser.add_argument("--processor_cache_s", type=float, default=None,
+                      help="workers keep an idle stage's bundle processor this long "
+                           "(Beam: 60 s; benchmarks/worker_cache.py)")
   return parser
+
+
+def _cached_processors_for(seconds: float) -> None:
+  """Local worker processes start as `python -m benchmarks.worker_cache`, which keeps a
+  stage's bundle processor `seconds` after its last use instead of Beam's 60."""
+  from apache_beam.transforms import environments
+  from benchmarks import worker_cache
+  os.environ[worker_cache.ENV] = str(seconds)
+  original = environments.SubprocessSDKEnvironment.from_command_string.__func__
+
+  def from_command_string(cls, command_string, *args, **kwargs):
+    command_string = command_string.replace("apache_beam.runners.worker.sdk_worker_main",
+                                            "benchmarks.worker_cache")
+    return original(cls, command_string, *args, **kwargs)
+
+  environments.SubprocessSDKEnvironment.from_command_string = classmethod(
+      from_command_string)
+
+
+def _take(argv, name):
+  """(the last --name=VALUE's value or None, argv without any --name=...)."""
+  found = [a.split("=", 1)[1] for a in argv if a.startswith(f"--{name}=")]
+  return (found[-1] if found else None), [a for a in argv if not a.startswith(f"--{name}=")]
 
 
 def main(argv=None) -> None:
   global CHUNK_BYTES
   argv = list(sys.argv[1:] if argv is None else argv)
-  chunk = [a for a in argv if a.startswith("--chunk_bytes=")]
+  chunk, argv = _take(argv, "chunk_bytes")
   if chunk:
-    CHUNK_BYTES = int(chunk[-1].split("=", 1)[1])
-    argv = [a for a in argv if not a.startswith("--chunk_bytes=")]
+    CHUNK_BYTES = int(chunk)
+  cache_s, argv = _take(argv, "processor_cache_s")
+  if cache_s:
+    _cached_processors_for(float(cache_s))
   install()
   from beam_pipelines import select_data
   select_data.main(argv)

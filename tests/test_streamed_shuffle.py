@@ -1,7 +1,8 @@
 """benchmarks/streamed_shuffle.py (the local runner sending each stage's input in pieces,
 used to measure workers' memory as Dataflow's shuffle would feed them) changes nothing a
 job writes: the same scores and selection, with pieces small enough that every shuffle of
-a small corpus is cut many times."""
+a small corpus is cut many times, and workers that drop idle stages' processors after 1 s
+(benchmarks/worker_cache.py)."""
 import json
 import os
 import subprocess
@@ -25,8 +26,9 @@ def test_a_job_with_streamed_shuffle_writes_what_the_local_runner_writes(tmp_pat
           "--dedup=minhash", "--report=false", "--scores_format=jsonl", "--cache=none",
           "--direct_num_workers=1", "--direct_running_mode=multi_processing"]
   outs = {}
+  streamed = ["--chunk_bytes=2048", "--processor_cache_s=1"]
   for module, extra in (("beam_pipelines.select_data", []),
-                        ("benchmarks.streamed_shuffle", ["--chunk_bytes=2048"])):
+                        ("benchmarks.streamed_shuffle", streamed)):
     out = tmp_path / module.split(".")[0]
     done = subprocess.run([sys.executable, "-m", module, *args, f"--output={out}", *extra],
                           cwd=harness.REPO, env=harness.job_env(), capture_output=True,
