@@ -341,9 +341,7 @@ def _sampled_run(argv, every: float = 0.2, module: str = "beam_pipelines.select_
   --direct_running_mode=multi_processing the job's own process is the local runner (it
   holds every shuffle in memory, as a shuffle service would) and the others are the SDK
   worker processes, which run the transforms as Dataflow's workers do."""
-  proc = subprocess.Popen([sys.executable, "-m", module, *argv], cwd=harness.REPO,
-                          env=harness.job_env(), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, start_new_session=True)
+  proc = harness.start_select_data(argv, module)
   start, runner, worker = time.time(), 0, 0
   while proc.poll() is None:
     runner = max(runner, _rss_kib(proc.pid))

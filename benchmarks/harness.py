@@ -69,14 +69,17 @@ def job_env() -> Dict[str, str]:
   return dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
 
 
-def select_data_command(argv: Sequence[str]) -> List[str]:
-  return [sys.executable, "-m", "beam_pipelines.select_data", *argv]
+def select_data_command(argv: Sequence[str],
+                        module: str = "beam_pipelines.select_data") -> List[str]:
+  return [sys.executable, "-m", module, *argv]
 
 
-def start_select_data(argv: Sequence[str]) -> subprocess.Popen:
-  """The job started in its own session (os.killpg(proc.pid, ...) stops all of it);
-  stdout is discarded, stderr is a pipe (bytes)."""
-  return subprocess.Popen(select_data_command(argv), cwd=REPO, env=job_env(),
+def start_select_data(argv: Sequence[str],
+                      module: str = "beam_pipelines.select_data") -> subprocess.Popen:
+  """The job (or a module that runs it, e.g. benchmarks.streamed_shuffle) started in its
+  own session (os.killpg(proc.pid, ...) stops all of it); stdout is discarded, stderr is
+  a pipe (bytes)."""
+  return subprocess.Popen(select_data_command(argv, module), cwd=REPO, env=job_env(),
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           start_new_session=True)
 
